@@ -1,0 +1,360 @@
+//! Error types. Every message says what went wrong *and* what to do about it.
+
+use std::fmt;
+use std::io;
+
+/// Which end of a queue an endpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The writing end.
+    Producer,
+    /// The reading end.
+    Consumer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        })
+    }
+}
+
+/// A value read from shared memory that cannot be valid: another process
+/// wrote garbage into the segment, or it is not the segment we think it is.
+///
+/// The queue refuses to act on it; nothing outside the mapping is touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Corruption {
+    /// Which shared word held the bad value.
+    pub what: &'static str,
+    /// The value that was read.
+    pub found: u64,
+    /// The exclusive upper bound (or the expected value) it violated.
+    pub limit: u64,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shared-memory segment is corrupt: {} = {} (must be below {}); \
+             a peer wrote outside the protocol; recreate the queue",
+            self.what, self.found, self.limit
+        )
+    }
+}
+
+impl std::error::Error for Corruption {}
+
+/// Errors from creating, opening, attaching to or removing a queue.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name breaks a rule for POSIX shared-memory names.
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// A creation parameter is out of range.
+    InvalidArgument {
+        /// What is wrong and what range is accepted.
+        detail: String,
+    },
+    /// `create` found the name already taken. Nothing was changed.
+    AlreadyExists {
+        /// The name.
+        name: String,
+    },
+    /// `open` or `unlink` found no segment by that name.
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// The segment exists but this process may not use it, or its ownership
+    /// or mode is not what the caller accepts.
+    PermissionDenied {
+        /// The name.
+        name: String,
+        /// Which check failed.
+        detail: String,
+    },
+    /// The file is not a shmqueue segment at all (wrong magic, not a regular
+    /// file, too small to hold a header).
+    Foreign {
+        /// The name.
+        name: String,
+        /// Why it was rejected.
+        detail: String,
+    },
+    /// The segment is a valid shmqueue segment made for something else: another
+    /// element type, queue kind, layout version or schema tag.
+    Incompatible {
+        /// Which header field differs.
+        field: &'static str,
+        /// What this process expected.
+        expected: u64,
+        /// What the segment holds.
+        found: u64,
+    },
+    /// The segment's header or indices hold values that cannot be valid.
+    Corrupt(Corruption),
+    /// The creator did not finish initialising the segment within the
+    /// timeout: it is still starting, or it died half-way.
+    NotReady {
+        /// The name.
+        name: String,
+    },
+    /// Another live endpoint already holds this role.
+    RoleTaken {
+        /// The role asked for.
+        role: Role,
+        /// The process id recorded by the holder (informational; may be stale).
+        holder_pid: u32,
+    },
+    /// A system call failed.
+    Io {
+        /// The operation that failed.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidName { name, rule } => write!(
+                f,
+                "invalid shared-memory name {name:?}: {rule} \
+                 (use one leading '/', then 1-254 bytes without '/' or NUL, e.g. \"/orders\")"
+            ),
+            Error::InvalidArgument { detail } => write!(f, "invalid argument: {detail}"),
+            Error::AlreadyExists { name } => write!(
+                f,
+                "a shared-memory object named {name:?} already exists; pick another name, \
+                 open it instead, or remove it with `shmq rm {name}` if it is stale"
+            ),
+            Error::NotFound { name } => write!(
+                f,
+                "no shared-memory object named {name:?}; create it first, or check the name"
+            ),
+            Error::PermissionDenied { name, detail } => write!(
+                f,
+                "permission denied for {name:?}: {detail}"
+            ),
+            Error::Foreign { name, detail } => write!(
+                f,
+                "{name:?} is not a shmqueue segment ({detail}); it was left untouched"
+            ),
+            Error::Incompatible {
+                field,
+                expected,
+                found,
+            } => write!(
+                f,
+                "segment is incompatible: {field} is {found} in the segment but {expected} here; \
+                 open it with the same element type, queue kind and schema tag it was created with"
+            ),
+            Error::Corrupt(c) => c.fmt(f),
+            Error::NotReady { name } => write!(
+                f,
+                "segment {name:?} was never fully initialised: its creator is still starting \
+                 or died while creating it; retry, or remove it with `shmq rm {name}`"
+            ),
+            Error::RoleTaken { role, holder_pid } => write!(
+                f,
+                "the {role} role is held by a live endpoint (pid {holder_pid}); \
+                 an SPSC queue has one {role} at a time: drop the other one first"
+            ),
+            Error::Io { op, source } => write!(f, "{op} failed: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Corrupt(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl From<Corruption> for Error {
+    fn from(c: Corruption) -> Self {
+        Error::Corrupt(c)
+    }
+}
+
+/// Shorthand for results of queue management calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a non-blocking push failed. The value comes back in every case.
+///
+/// ```
+/// use shmqueue::TryPushError;
+/// let e = TryPushError::Full(7u64);
+/// assert!(e.is_full());
+/// assert_eq!(e.into_inner(), 7);
+/// ```
+pub enum TryPushError<T> {
+    /// The ring holds `capacity` items; retry after the consumer pops.
+    Full(T),
+    /// The consumer has gone (dropped, or its process died).
+    Disconnected(T),
+    /// The consumer's index in shared memory is corrupt.
+    Corrupt(T, Corruption),
+}
+
+/// Why a blocking push failed. The value comes back in every case.
+pub enum PushError<T> {
+    /// The deadline passed while the ring stayed full (only from `push_timeout`).
+    Timeout(T),
+    /// The consumer has gone (dropped, or its process died).
+    Disconnected(T),
+    /// The consumer's index in shared memory is corrupt.
+    Corrupt(T, Corruption),
+}
+
+/// Why a non-blocking pop returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryPopError {
+    /// Nothing to pop right now.
+    Empty,
+    /// The ring is empty and its producer has gone (dropped, or its process died).
+    Disconnected,
+    /// The producer's index in shared memory is corrupt.
+    Corrupt(Corruption),
+}
+
+/// Why a blocking pop returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PopError {
+    /// The deadline passed while the ring stayed empty (only from `pop_timeout`).
+    Timeout,
+    /// The ring is empty and its producer has gone (dropped, or its process died).
+    Disconnected,
+    /// The producer's index in shared memory is corrupt.
+    Corrupt(Corruption),
+}
+
+impl<T> TryPushError<T> {
+    /// The value that was not pushed.
+    pub fn into_inner(self) -> T {
+        match self {
+            TryPushError::Full(v) | TryPushError::Disconnected(v) | TryPushError::Corrupt(v, _) => v,
+        }
+    }
+    /// True for [`TryPushError::Full`].
+    pub fn is_full(&self) -> bool {
+        matches!(self, TryPushError::Full(_))
+    }
+    /// True for [`TryPushError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, TryPushError::Disconnected(_))
+    }
+}
+
+impl<T> PushError<T> {
+    /// The value that was not pushed.
+    pub fn into_inner(self) -> T {
+        match self {
+            PushError::Timeout(v) | PushError::Disconnected(v) | PushError::Corrupt(v, _) => v,
+        }
+    }
+    /// True for [`PushError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PushError::Timeout(_))
+    }
+    /// True for [`PushError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, PushError::Disconnected(_))
+    }
+}
+
+// Debug without requiring `T: Debug`, so that `?` works for any element type.
+impl<T> fmt::Debug for TryPushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryPushError::Full(_) => f.write_str("Full(..)"),
+            TryPushError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            TryPushError::Corrupt(_, c) => write!(f, "Corrupt(.., {c:?})"),
+        }
+    }
+}
+
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Timeout(_) => f.write_str("Timeout(..)"),
+            PushError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            PushError::Corrupt(_, c) => write!(f, "Corrupt(.., {c:?})"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TryPushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryPushError::Full(_) => f.write_str(
+                "queue is full; retry later, or use push()/push_timeout() to wait for space",
+            ),
+            TryPushError::Disconnected(_) => f.write_str(
+                "the consumer has gone; the value was not pushed and is returned in this error",
+            ),
+            TryPushError::Corrupt(_, c) => c.fmt(f),
+        }
+    }
+}
+
+impl<T> fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Timeout(_) => f.write_str(
+                "timed out waiting for space; the consumer is alive but not keeping up",
+            ),
+            PushError::Disconnected(_) => f.write_str(
+                "the consumer has gone; the value was not pushed and is returned in this error",
+            ),
+            PushError::Corrupt(_, c) => c.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for TryPopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryPopError::Empty => f.write_str(
+                "queue is empty; retry later, or use pop()/pop_timeout() to wait for an item",
+            ),
+            TryPopError::Disconnected => {
+                f.write_str("queue is empty and the producer has gone; nothing more will arrive until a producer attaches")
+            }
+            TryPopError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PopError::Timeout => f.write_str(
+                "timed out waiting for an item; the producer is alive but sent nothing",
+            ),
+            PopError::Disconnected => {
+                f.write_str("queue is empty and the producer has gone; nothing more will arrive until a producer attaches")
+            }
+            PopError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl<T> std::error::Error for TryPushError<T> {}
+impl<T> std::error::Error for PushError<T> {}
+impl std::error::Error for TryPopError {}
+impl std::error::Error for PopError {}

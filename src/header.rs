@@ -1,0 +1,385 @@
+//! The segment header: a versioned, self-describing, `#[repr(C)]` block at
+//! offset 0 of every segment, and the geometry computed from it.
+//!
+//! Layout (every block starts on its own 128-byte line, because the
+//! adjacent-line prefetcher on x86 pulls lines in pairs and 64-byte padding
+//! still false-shares):
+//!
+//! | offset | block | written by |
+//! |---|---|---|
+//! | 0   | [`Identity`]: magic, version, kind, geometry, schema, init word | creator, once |
+//! | 128 | `head` index line (SPSC `in`) | producer |
+//! | 256 | `tail` index line (SPSC `out`) | consumer |
+//! | 384 | [`Events`]: futex words and waiter counts | waiters and notifiers |
+//! | 512 | endpoint registry, [`EndpointEntry`] × `endpoints` | endpoints on attach/detach |
+//! | `slots_offset` | the slot array, `buffer_size` × `slot_stride` bytes | producer writes, consumer reads |
+//!
+//! Every field is an atomic of fixed width, so a `&Header` over memory that
+//! other processes write is sound, and a hostile peer can at worst make us
+//! read wrong *values*, which are bounded before use.
+
+use crate::error::Corruption;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::Error;
+
+/// `b"SHMQUEUE"` read as a little-endian u64.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMQUEUE");
+/// Bumped on any change to the layout below.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// The false-sharing range (see the module docs).
+pub(crate) const LINE: usize = 128;
+/// Value of [`Identity::init`] once the creator has written everything else.
+pub(crate) const INIT_READY: u32 = 0x5244_5921; // "!YDR" - any value a zeroed file cannot hold
+/// Offset of the endpoint registry.
+pub(crate) const REGISTRY_OFFSET: usize = 4 * LINE;
+/// Largest element alignment supported (a page).
+pub(crate) const MAX_ALIGN: usize = 4096;
+
+/// What algorithm a segment's slots are laid out for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum QueueKind {
+    /// Single producer, single consumer ring ([`crate::Spsc`]).
+    Spsc = 1,
+}
+
+/// Line 0: what this segment is. Written once by the creator before `init`.
+#[repr(C, align(128))]
+pub(crate) struct Identity {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub kind: AtomicU32,
+    pub elem_size: AtomicU64,
+    pub elem_align: AtomicU64,
+    pub capacity: AtomicU64,
+    pub buffer_size: AtomicU64,
+    pub schema: AtomicU64,
+    pub total_size: AtomicU64,
+    pub slots_offset: AtomicU64,
+    pub slot_stride: AtomicU64,
+    pub endpoints: AtomicU32,
+    /// Written last, with Release: an opener that reads [`INIT_READY`] with
+    /// Acquire sees every field above. Also a futex word the creator wakes.
+    pub init: AtomicU32,
+    pub creator_pid: AtomicU32,
+}
+
+/// A line holding one index, owned (written) by one side.
+#[repr(C, align(128))]
+pub(crate) struct IndexLine {
+    pub value: AtomicU64,
+}
+
+/// One direction of the waiting protocol (see `wait.rs`). The epoch is the
+/// futex word; the waiter count is a separate word so the futex word is only
+/// ever accessed as a whole `u32`.
+#[repr(C)]
+pub(crate) struct Event {
+    pub epoch: AtomicU32,
+    pub waiters: AtomicU32,
+}
+
+/// Line 3: both events. In steady streaming nobody sleeps, so this line is
+/// only read and stays shared in both caches.
+#[repr(C, align(128))]
+pub(crate) struct Events {
+    /// Consumers sleep here; producers notify after publishing.
+    pub not_empty: Event,
+    /// Producers sleep here; consumers notify after releasing.
+    pub not_full: Event,
+}
+
+/// Endpoint status, in the low two bits of [`EndpointEntry::state`]; the
+/// upper 30 bits are a generation bumped on every attach, so that a
+/// compare-and-swap that marks a dead holder detached cannot clobber a new
+/// holder's attach.
+#[allow(dead_code)] // a zero-filled entry is vacant; named for the docs
+pub(crate) const STATUS_VACANT: u32 = 0;
+pub(crate) const STATUS_ATTACHED: u32 = 1;
+pub(crate) const STATUS_DETACHED: u32 = 2;
+pub(crate) const STATUS_MASK: u32 = 3;
+
+/// One registry entry: an endpoint role and who holds it. The kernel-held
+/// liveness token for entry `i` is an OFD lock on byte `i` of the segment
+/// file (see `liveness.rs`).
+#[repr(C)]
+pub(crate) struct EndpointEntry {
+    pub state: AtomicU32,
+    pub pid: AtomicU32,
+    /// Reserved for the MPMC in-flight claim.
+    pub claim: AtomicU64,
+}
+
+/// The fixed part of the header; the registry and slots follow at offsets
+/// recorded in [`Identity`].
+#[repr(C)]
+pub(crate) struct Header {
+    pub identity: Identity,
+    pub head: IndexLine,
+    pub tail: IndexLine,
+    pub events: Events,
+}
+
+/// Size of the fixed header.
+pub(crate) const HEADER_SIZE: usize = core::mem::size_of::<Header>();
+
+#[cfg(not(loom))]
+mod layout_pins {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+    use static_assertions::const_assert_eq;
+
+    const_assert_eq!(size_of::<Identity>(), LINE);
+    const_assert_eq!(offset_of!(Identity, magic), 0);
+    const_assert_eq!(offset_of!(Identity, version), 8);
+    const_assert_eq!(offset_of!(Identity, kind), 12);
+    const_assert_eq!(offset_of!(Identity, elem_size), 16);
+    const_assert_eq!(offset_of!(Identity, elem_align), 24);
+    const_assert_eq!(offset_of!(Identity, capacity), 32);
+    const_assert_eq!(offset_of!(Identity, buffer_size), 40);
+    const_assert_eq!(offset_of!(Identity, schema), 48);
+    const_assert_eq!(offset_of!(Identity, total_size), 56);
+    const_assert_eq!(offset_of!(Identity, slots_offset), 64);
+    const_assert_eq!(offset_of!(Identity, slot_stride), 72);
+    const_assert_eq!(offset_of!(Identity, endpoints), 80);
+    const_assert_eq!(offset_of!(Identity, init), 84);
+    const_assert_eq!(offset_of!(Identity, creator_pid), 88);
+    const_assert_eq!(size_of::<IndexLine>(), LINE);
+    const_assert_eq!(size_of::<Event>(), 8);
+    const_assert_eq!(offset_of!(Event, epoch), 0);
+    const_assert_eq!(offset_of!(Event, waiters), 4);
+    const_assert_eq!(size_of::<Events>(), LINE);
+    const_assert_eq!(offset_of!(Events, not_empty), 0);
+    const_assert_eq!(offset_of!(Events, not_full), 8);
+    const_assert_eq!(size_of::<EndpointEntry>(), 16);
+    const_assert_eq!(offset_of!(EndpointEntry, state), 0);
+    const_assert_eq!(offset_of!(EndpointEntry, pid), 4);
+    const_assert_eq!(offset_of!(EndpointEntry, claim), 8);
+    const_assert_eq!(offset_of!(Header, identity), 0);
+    const_assert_eq!(offset_of!(Header, head), LINE);
+    const_assert_eq!(offset_of!(Header, tail), 2 * LINE);
+    const_assert_eq!(offset_of!(Header, events), 3 * LINE);
+    const_assert_eq!(size_of::<Header>(), REGISTRY_OFFSET);
+    const_assert_eq!(align_of::<Header>(), LINE);
+    // The atomics must have the plain integers' layout for the segment to
+    // mean the same to every process.
+    const_assert_eq!(size_of::<AtomicU32>(), 4);
+    const_assert_eq!(size_of::<AtomicU64>(), 8);
+}
+
+/// The shape of a segment, computed with checked arithmetic from a handful of
+/// parameters, and copied into process-local memory once. Nothing here is
+/// re-read from the segment after validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub kind: QueueKind,
+    pub elem_size: usize,
+    pub elem_align: usize,
+    pub capacity: usize,
+    /// Slots in the ring: `capacity + 1` for the SPSC ring (one always empty).
+    pub buffer_size: usize,
+    pub endpoints: u32,
+    pub slots_offset: usize,
+    pub slot_stride: usize,
+    pub total_size: usize,
+    pub schema: u64,
+}
+
+fn too_big(what: &str) -> Error {
+    Error::InvalidArgument {
+        detail: format!("{what} overflows the address space; use a smaller capacity"),
+    }
+}
+
+impl Geometry {
+    /// Compute the geometry for a new segment, or for checking an existing one.
+    pub(crate) fn compute(
+        kind: QueueKind,
+        elem_size: usize,
+        elem_align: usize,
+        capacity: usize,
+        endpoints: u32,
+        schema: u64,
+    ) -> Result<Geometry, Error> {
+        if capacity == 0 {
+            return Err(Error::InvalidArgument {
+                detail: "capacity must be at least 1".into(),
+            });
+        }
+        if !elem_align.is_power_of_two() || elem_align > MAX_ALIGN {
+            return Err(Error::InvalidArgument {
+                detail: format!("element alignment {elem_align} is not a power of two <= {MAX_ALIGN}"),
+            });
+        }
+        if elem_size % elem_align != 0 {
+            return Err(Error::InvalidArgument {
+                detail: format!("element size {elem_size} is not a multiple of its alignment {elem_align}"),
+            });
+        }
+        let buffer_size = match kind {
+            QueueKind::Spsc => capacity.checked_add(1).ok_or_else(|| too_big("capacity + 1"))?,
+        };
+        let slot_stride = elem_size;
+        let registry_bytes = (endpoints as usize)
+            .checked_mul(core::mem::size_of::<EndpointEntry>())
+            .ok_or_else(|| too_big("registry"))?;
+        let slots_align = elem_align.max(LINE);
+        let slots_offset = REGISTRY_OFFSET
+            .checked_add(registry_bytes)
+            .and_then(|v| v.checked_next_multiple_of(slots_align))
+            .ok_or_else(|| too_big("slot offset"))?;
+        let total_size = buffer_size
+            .checked_mul(slot_stride)
+            .and_then(|b| b.checked_add(slots_offset))
+            .filter(|&t| t <= isize::MAX as usize && (t as u64) < i64::MAX as u64)
+            .ok_or_else(|| too_big("segment size"))?;
+        Ok(Geometry {
+            kind,
+            elem_size,
+            elem_align,
+            capacity,
+            buffer_size,
+            endpoints,
+            slots_offset,
+            slot_stride,
+            total_size,
+            schema,
+        })
+    }
+
+    /// Write the identity block. The caller publishes it with [`Identity::init`].
+    pub(crate) fn write_identity(&self, id: &Identity, creator_pid: u32) {
+        let r = Ordering::Relaxed;
+        id.magic.store(MAGIC, r);
+        id.version.store(LAYOUT_VERSION, r);
+        id.kind.store(self.kind as u32, r);
+        id.elem_size.store(self.elem_size as u64, r);
+        id.elem_align.store(self.elem_align as u64, r);
+        id.capacity.store(self.capacity as u64, r);
+        id.buffer_size.store(self.buffer_size as u64, r);
+        id.schema.store(self.schema, r);
+        id.total_size.store(self.total_size as u64, r);
+        id.slots_offset.store(self.slots_offset as u64, r);
+        id.slot_stride.store(self.slot_stride as u64, r);
+        id.endpoints.store(self.endpoints, r);
+        id.creator_pid.store(creator_pid, r);
+    }
+
+    /// Read and validate an identity block that has been published (the
+    /// caller has seen [`INIT_READY`] with Acquire). `expect` carries what the
+    /// opener's type requires; the capacity is taken from the segment, and
+    /// the geometry recomputed from it must match every stored derived value
+    /// and `file_size`.
+    pub(crate) fn validate(
+        id: &Identity,
+        expect: &Expected,
+        file_size: u64,
+        name: &str,
+    ) -> Result<Geometry, Error> {
+        let r = Ordering::Relaxed;
+        let magic = id.magic.load(r);
+        if magic != MAGIC {
+            return Err(Error::Foreign {
+                name: name.into(),
+                detail: format!("bad magic {magic:#018x}"),
+            });
+        }
+        let incompatible = |field, expected: u64, found: u64| {
+            if expected == found {
+                Ok(())
+            } else {
+                Err(Error::Incompatible {
+                    field,
+                    expected,
+                    found,
+                })
+            }
+        };
+        incompatible("layout version", LAYOUT_VERSION.into(), id.version.load(r).into())?;
+        incompatible("queue kind", expect.kind as u64, id.kind.load(r).into())?;
+        incompatible("element size", expect.elem_size as u64, id.elem_size.load(r))?;
+        incompatible("element alignment", expect.elem_align as u64, id.elem_align.load(r))?;
+        incompatible("schema tag", expect.schema, id.schema.load(r))?;
+
+        let corrupt = |what, found: u64, limit: u64| Error::Corrupt(Corruption { what, found, limit });
+        let capacity = id.capacity.load(r);
+        let capacity = usize::try_from(capacity).map_err(|_| corrupt("capacity", capacity, usize::MAX as u64))?;
+        let endpoints = id.endpoints.load(r);
+        if endpoints != expect.endpoints {
+            return Err(corrupt("endpoint count", endpoints.into(), expect.endpoints.into()));
+        }
+        let g = Geometry::compute(
+            expect.kind,
+            expect.elem_size,
+            expect.elem_align,
+            capacity,
+            endpoints,
+            expect.schema,
+        )
+        .map_err(|_| corrupt("capacity", capacity as u64, isize::MAX as u64))?;
+        let check = |what, found: u64, want: usize| {
+            if found == want as u64 {
+                Ok(())
+            } else {
+                Err(corrupt(what, found, want as u64))
+            }
+        };
+        check("buffer size", id.buffer_size.load(r), g.buffer_size)?;
+        check("total size", id.total_size.load(r), g.total_size)?;
+        check("slots offset", id.slots_offset.load(r), g.slots_offset)?;
+        check("slot stride", id.slot_stride.load(r), g.slot_stride)?;
+        check("file size", file_size, g.total_size)?;
+        Ok(g)
+    }
+
+    /// Check an index read from shared memory before it is used to address a
+    /// slot: `Corrupt` instead of an access outside the ring.
+    #[inline]
+    pub(crate) fn check_index(&self, what: &'static str, v: u64) -> Result<usize, Corruption> {
+        if v < self.buffer_size as u64 {
+            Ok(v as usize)
+        } else {
+            Err(Corruption {
+                what,
+                found: v,
+                limit: self.buffer_size as u64,
+            })
+        }
+    }
+}
+
+/// What an opener's element type and options require of a segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Expected {
+    pub kind: QueueKind,
+    pub elem_size: usize,
+    pub elem_align: usize,
+    pub endpoints: u32,
+    pub schema: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spsc_geometry_is_capacity_plus_one_slots_after_registry() {
+        let g = Geometry::compute(QueueKind::Spsc, 8, 8, 1024, 2, 0).unwrap();
+        assert_eq!(g.buffer_size, 1025);
+        assert_eq!(g.slots_offset, 640);
+        assert_eq!(g.total_size, 640 + 1025 * 8);
+    }
+
+    #[test]
+    fn geometry_rejects_zero_capacity_and_overflow() {
+        assert!(Geometry::compute(QueueKind::Spsc, 8, 8, 0, 2, 0).is_err());
+        assert!(Geometry::compute(QueueKind::Spsc, 8, 8, usize::MAX, 2, 0).is_err());
+        assert!(Geometry::compute(QueueKind::Spsc, 1 << 40, 8, 1 << 40, 2, 0).is_err());
+    }
+
+    #[test]
+    fn large_alignment_moves_the_slot_array() {
+        let g = Geometry::compute(QueueKind::Spsc, 4096, 4096, 3, 2, 0).unwrap();
+        assert_eq!(g.slots_offset, 4096);
+    }
+}

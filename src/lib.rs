@@ -1,0 +1,59 @@
+//! # shmqueue
+//!
+//! Lock-free ring buffers in POSIX shared memory, for moving data between
+//! processes on one Linux host.
+//!
+//! * [`Spsc`]: the textbook bounded circular buffer (`in`/`out` indices,
+//!   `capacity + 1` slots), cache-padded, with cached peer indices.
+//! * Blocking calls spin a bounded number of times, then sleep on a shared
+//!   futex in the segment: an idle endpoint uses no CPU, a busy one makes no
+//!   system call.
+//! * The segment carries a versioned, self-validating header; wrong element
+//!   types, foreign or corrupt segments and dead peers produce typed errors,
+//!   never a panic, a hang or an access outside the mapping.
+//! * A peer killed with SIGKILL is detected through a kernel-held lock
+//!   (an OFD lock on the segment), which pid reuse cannot fool.
+//!
+//! ```
+//! use shmqueue::Spsc;
+//! # let name = format!("/doc-lib-{}", std::process::id());
+//! // Process A
+//! let q = Spsc::<u64>::create(&name, 1024)?;
+//! let mut tx = q.producer()?;
+//! tx.push(42)?;
+//! // Process B (here the same process, for the example)
+//! let mut rx = Spsc::<u64>::open(&name)?.consumer()?;
+//! assert_eq!(rx.pop()?, 42);
+//! shmqueue::unlink(&name)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Element types must be [`bytemuck::Pod`]: a peer process can write any
+//! bytes into a slot, and only a type that is valid for every bit pattern and
+//! holds no pointers can be read back safely. `Copy` is not enough: `bool`,
+//! `char`, `&T` and enums are `Copy` but have invalid bit patterns or
+//! addresses that mean nothing in another process.
+//!
+//! See `docs/DESIGN.md` for the memory layout, the ordering argument, the
+//! waiting protocol and the failure model.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod error;
+mod header;
+mod liveness;
+mod name;
+mod ring;
+mod segment;
+pub mod spsc;
+mod sync;
+mod wait;
+
+pub use error::{Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError};
+pub use header::QueueKind;
+pub use name::{validate_name, MAX_NAME_LEN};
+pub use segment::unlink;
+pub use spsc::Spsc;
+pub use wait::DEFAULT_SPIN;

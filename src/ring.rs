@@ -1,0 +1,262 @@
+//! A validated, mapped segment: the header, the endpoint registry and the
+//! slot array, plus the process-local copy of the geometry.
+//!
+//! This is the only module that turns the mapping's base pointer into
+//! references and slot addresses; everything above it is safe code over
+//! `&Header`, `&EndpointEntry` and the two slot-copy functions.
+
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+use crate::error::{Corruption, Role};
+use crate::header::{
+    EndpointEntry, Expected, Geometry, Header, INIT_READY, REGISTRY_OFFSET, STATUS_ATTACHED,
+    STATUS_DETACHED, STATUS_MASK,
+};
+use crate::liveness;
+use crate::segment::{Segment, SegmentOptions};
+use crate::sync::Ordering;
+use crate::wait::{futex_wait, futex_wake_all, Deadline};
+use crate::Error;
+
+pub(crate) struct Ring {
+    seg: Segment,
+    geom: Geometry,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("name", &self.seg.name())
+            .field("geometry", &self.geom)
+            .finish()
+    }
+}
+
+// SAFETY: the mapping is plain shared memory; every access through `Ring`
+// goes through atomics or through slot copies whose exclusivity the queue
+// protocol (not the thread) guarantees, so moving or sharing the handle
+// across threads is no different from sharing it across processes.
+unsafe impl Send for Ring {}
+// SAFETY: as above; `&Ring` only hands out `&` to atomics.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    /// Create and initialise a segment for `geom`, publishing the header last.
+    pub(crate) fn create(name: &str, geom: Geometry, opts: &SegmentOptions) -> Result<Ring, Error> {
+        let seg = Segment::create(name, geom.total_size, opts)?;
+        let ring = Ring { seg, geom };
+        let id = &ring.header().identity;
+        geom.write_identity(id, std::process::id());
+        // Everything above must be visible to an opener that sees READY.
+        id.init.store(INIT_READY, Ordering::Release);
+        futex_wake_all(&id.init);
+        Ok(ring)
+    }
+
+    /// Open, wait (bounded) for initialisation, validate, and copy the geometry.
+    pub(crate) fn open(name: &str, expect: &Expected, opts: &SegmentOptions) -> Result<Ring, Error> {
+        let (seg, deadline) = Segment::open(name, opts)?;
+        let deadline = Deadline::after(deadline.saturating_duration_since(std::time::Instant::now()));
+        // SAFETY: Segment::open mapped at least HEADER_SIZE bytes.
+        let header = unsafe { header_at(&seg) };
+        let init = &header.identity.init;
+        loop {
+            let v = init.load(Ordering::Acquire);
+            if v == INIT_READY {
+                break;
+            }
+            if v != 0 {
+                return Err(Error::Foreign {
+                    name: name.into(),
+                    detail: format!("init word {v:#x} is neither 0 nor READY"),
+                });
+            }
+            if deadline.passed() {
+                return Err(Error::NotReady { name: name.into() });
+            }
+            futex_wait(init, v, deadline.min(Deadline::after(std::time::Duration::from_millis(10))));
+        }
+        // The creator sized the file before publishing; re-read its size now.
+        let file_size = seg.file_size()?;
+        if file_size as usize != seg.len() {
+            return Err(Error::Corrupt(Corruption {
+                what: "file size (changed while opening)",
+                found: file_size,
+                limit: seg.len() as u64,
+            }));
+        }
+        let geom = Geometry::validate(&header.identity, expect, file_size, name)?;
+        Ok(Ring { seg, geom })
+    }
+
+    pub(crate) fn geom(&self) -> &Geometry {
+        &self.geom
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.seg.name()
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: every Ring's segment maps at least HEADER_SIZE bytes
+        // (Segment::create sizes it from the geometry, Segment::open checks).
+        unsafe { header_at(&self.seg) }
+    }
+
+    /// Registry entry `i`. Panics if `i` is not below the validated endpoint
+    /// count, which only a bug in this crate can cause.
+    pub(crate) fn entry(&self, i: u32) -> &EndpointEntry {
+        assert!(i < self.geom.endpoints, "registry index out of range");
+        let offset = REGISTRY_OFFSET + i as usize * core::mem::size_of::<EndpointEntry>();
+        // SAFETY: the geometry puts `endpoints` entries at REGISTRY_OFFSET,
+        // below slots_offset <= the mapping's length (validated against the
+        // file size); offsets are multiples of 16 from a page-aligned base;
+        // EndpointEntry is all atomics, valid for any bytes.
+        unsafe { &*(self.seg.base().add(offset) as *const EndpointEntry) }
+    }
+
+    fn slot_ptr(&self, i: usize) -> *mut u8 {
+        debug_assert!(i < self.geom.buffer_size);
+        // Stays inside the mapping for every i < buffer_size: total_size =
+        // slots_offset + buffer_size * slot_stride was checked arithmetic.
+        self.seg
+            .base()
+            .wrapping_add(self.geom.slots_offset + i * self.geom.slot_stride)
+    }
+
+    /// Copy `value` into slot `i`.
+    ///
+    /// # Safety
+    /// `i < buffer_size`; `size_of::<T>()`/`align_of::<T>()` equal the
+    /// geometry's element size/alignment; and the queue protocol gives the
+    /// caller exclusive ownership of the slot (no endpoint of this queue reads
+    /// or writes it concurrently).
+    #[inline]
+    pub(crate) unsafe fn write_slot<T: Pod>(&self, i: usize, value: T) {
+        // SAFETY: in bounds and aligned by the contract and the geometry
+        // (slots_offset and slot_stride are multiples of the alignment); a
+        // raw write, never a `&mut T` over shared memory.
+        unsafe { (self.slot_ptr(i) as *mut T).write(value) }
+    }
+
+    /// Copy slot `i` out.
+    ///
+    /// # Safety
+    /// As for [`Ring::write_slot`], with the slot published to the caller.
+    #[inline]
+    pub(crate) unsafe fn read_slot<T: Pod>(&self, i: usize) -> T {
+        // SAFETY: in bounds and aligned as above; `T: Pod` is valid for any
+        // bytes, so even a hostile peer's bytes make a valid `T`.
+        unsafe { (self.slot_ptr(i) as *const T).read() }
+    }
+
+    /// Claim registry entry `index` for `role`: take its liveness token, then
+    /// mark it attached with a new generation.
+    pub(crate) fn attach(self: &Arc<Ring>, index: u32, role: Role) -> Result<Attachment, Error> {
+        let entry = self.entry(index);
+        let Some(token) = liveness::acquire(self.seg.fd(), index)? else {
+            return Err(Error::RoleTaken {
+                role,
+                holder_pid: entry.pid.load(Ordering::Relaxed),
+            });
+        };
+        // We hold the token, so nobody else attaches; a survivor may still
+        // CAS a dead predecessor's state to DETACHED, hence the loop.
+        let mut cur = entry.state.load(Ordering::Relaxed);
+        let state = loop {
+            let next = (cur & !STATUS_MASK).wrapping_add(STATUS_MASK + 1) | STATUS_ATTACHED;
+            match entry
+                .state
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break next,
+                Err(actual) => cur = actual,
+            }
+        };
+        entry.pid.store(std::process::id(), Ordering::Relaxed);
+        Ok(Attachment {
+            ring: Arc::clone(self),
+            index,
+            state,
+            detached: false,
+            _token: token,
+        })
+    }
+
+    /// Status of entry `index`, with a dead holder detected and recorded:
+    /// an ATTACHED entry whose liveness token nobody holds belonged to a
+    /// process that died without detaching; mark it DETACHED (once, by CAS on
+    /// the generation it had, so a new holder's attach is never undone).
+    pub(crate) fn reap(&self, index: u32) -> Result<u32, Error> {
+        let entry = self.entry(index);
+        let s = entry.state.load(Ordering::Acquire);
+        if s & STATUS_MASK != STATUS_ATTACHED {
+            return Ok(s & STATUS_MASK);
+        }
+        if liveness::is_held(self.seg.fd(), index)? {
+            return Ok(STATUS_ATTACHED);
+        }
+        let dead = (s & !STATUS_MASK) | STATUS_DETACHED;
+        match entry
+            .state
+            .compare_exchange(s, dead, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Ok(STATUS_DETACHED),
+            // Someone attached (or reaped) in between: report what is there now.
+            Err(now) => Ok(now & STATUS_MASK),
+        }
+    }
+}
+
+/// # Safety
+/// `seg` maps at least `HEADER_SIZE` bytes.
+unsafe fn header_at(seg: &Segment) -> &Header {
+    debug_assert!(seg.len() >= crate::header::HEADER_SIZE);
+    // SAFETY: the base is page-aligned (>= align_of::<Header>() = 128), the
+    // caller guarantees the length, and Header is made only of atomics, which
+    // are valid for any bytes (including a zero-filled, half-built header)
+    // and have interior mutability, so `&Header` over memory other processes
+    // write is sound.
+    unsafe { &*(seg.base() as *const Header) }
+}
+
+/// A held registry entry: the liveness token plus the attached state word.
+/// Dropping it marks the entry DETACHED, then releases the token.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    ring: Arc<Ring>,
+    index: u32,
+    state: u32,
+    detached: bool,
+    _token: liveness::Token,
+}
+
+impl Attachment {
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// Mark the entry DETACHED (idempotent). The token is still held until
+    /// drop, so the caller can wake its peer in between.
+    pub(crate) fn detach(&mut self) {
+        if std::mem::replace(&mut self.detached, true) {
+            return;
+        }
+        let entry = self.ring.entry(self.index);
+        // Release: everything this endpoint published happens-before a peer
+        // that reads DETACHED with Acquire. A failed CAS means a hostile
+        // writer changed the word; leave it, the token drop still frees us.
+        let detached = (self.state & !STATUS_MASK) | STATUS_DETACHED;
+        let _ = entry
+            .state
+            .compare_exchange(self.state, detached, Ordering::Release, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}

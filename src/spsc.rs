@@ -1,0 +1,594 @@
+//! The single-producer/single-consumer ring.
+//!
+//! The textbook bounded buffer: `BUFFER_SIZE = capacity + 1` slots, a write
+//! index `in` owned by the producer and a read index `out` owned by the
+//! consumer, both in `[0, BUFFER_SIZE)` and advanced by compare-and-reset
+//! (`i + 1`, or 0 at the end: no division). Empty when `in == out`, full when
+//! `next(in) == out`, so one slot is always free and the indices alone tell
+//! full from empty.
+//!
+//! Each side keeps its own index in process-local memory (it is the only
+//! writer) and a cached copy of the other side's, refreshed only when the
+//! cache says full (producer) or empty (consumer): one cache-line transfer
+//! per batch, not per item.
+//!
+//! Ordering: the producer writes the slot, then stores `in` with Release; the
+//! consumer loads `in` with Acquire before reading the slot. The consumer
+//! reads the slot, then stores `out` with Release; the producer loads `out`
+//! with Acquire before overwriting a slot. Nothing else needs ordering; see
+//! docs/DESIGN.md for the full argument and the waiting protocol.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use crate::error::{Corruption, PopError, PushError, Role, TryPopError, TryPushError};
+use crate::header::{
+    Expected, Geometry, QueueKind, STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK,
+};
+use crate::ring::{Attachment, Ring};
+use crate::segment::SegmentOptions;
+use crate::sync::Ordering;
+use crate::wait::{block_on, Deadline, DEFAULT_SPIN};
+use crate::Error;
+
+/// Registry entry of the producer role.
+const PRODUCER: u32 = 0;
+/// Registry entry of the consumer role.
+const CONSUMER: u32 = 1;
+/// How often a polling endpoint asks the kernel whether its peer still lives.
+const REAP_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Default capacity of [`Builder`].
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// A handle to an SPSC ring in a POSIX shared-memory segment.
+///
+/// The handle maps the segment; endpoints ([`Producer`], [`Consumer`]) are
+/// claimed from it, at most one of each at a time across all processes.
+///
+/// ```
+/// use shmqueue::Spsc;
+/// let name = format!("/doc-spsc-{}", std::process::id());
+/// let q = Spsc::<u64>::create(&name, 4)?;
+/// let mut tx = q.producer()?;
+/// let mut rx = Spsc::<u64>::open(&name)?.consumer()?;
+/// tx.try_push(1)?;
+/// tx.push(2)?;
+/// assert_eq!(rx.try_pop()?, 1);
+/// assert_eq!(rx.pop()?, 2);
+/// shmqueue::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Spsc<T> {
+    ring: Arc<Ring>,
+    spin: u32,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Spsc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spsc")
+            .field("name", &self.ring.name())
+            .field("capacity", &self.ring.geom().capacity)
+            .field("elem_size", &self.ring.geom().elem_size)
+            .finish()
+    }
+}
+
+/// Options for creating or opening an [`Spsc`] ring.
+///
+/// ```
+/// use std::time::Duration;
+/// use shmqueue::Spsc;
+/// let name = format!("/doc-builder-{}", std::process::id());
+/// let q = Spsc::<[u8; 64]>::builder()
+///     .capacity(256)
+///     .schema(0x0bde_0001)      // openers must pass the same tag
+///     .mode(0o600)
+///     .spin(64)
+///     .create(&name)?;
+/// let same = Spsc::<[u8; 64]>::builder()
+///     .schema(0x0bde_0001)
+///     .init_timeout(Duration::from_millis(500))
+///     .open(&name)?;
+/// assert_eq!(same.capacity(), 256);
+/// shmqueue::unlink(&name)?;
+/// # Ok::<(), shmqueue::Error>(())
+/// ```
+pub struct Builder<T> {
+    capacity: usize,
+    schema: u64,
+    spin: u32,
+    seg: SegmentOptions,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("capacity", &self.capacity)
+            .field("schema", &self.schema)
+            .field("spin", &self.spin)
+            .field("segment", &self.seg)
+            .finish()
+    }
+}
+
+impl<T: Pod> Default for Builder<T> {
+    fn default() -> Self {
+        Builder {
+            capacity: DEFAULT_CAPACITY,
+            schema: 0,
+            spin: DEFAULT_SPIN,
+            seg: SegmentOptions::default(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Builder<T> {
+    /// Items the ring can hold (create only; default 1024). The segment has
+    /// `capacity + 1` slots.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// A tag for the meaning of `T` (default 0). `open` fails with
+    /// [`Error::Incompatible`] unless it passes the tag the creator used, so
+    /// two programs that agree on size but not on meaning cannot connect.
+    pub fn schema(mut self, tag: u64) -> Self {
+        self.schema = tag;
+        self
+    }
+
+    /// Retries (with backoff, then yields) before a blocking call sleeps on
+    /// the futex (default [`DEFAULT_SPIN`]). 0 sleeps at once; larger values
+    /// trade CPU for wake-up latency.
+    pub fn spin(mut self, retries: u32) -> Self {
+        self.spin = retries;
+        self
+    }
+
+    /// Permission bits of a new segment (default `0o600`), applied exactly,
+    /// whatever the umask. Modes that grant "others" any access are refused
+    /// unless [`Builder::allow_world_access`] is set.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.seg.mode = mode;
+        self
+    }
+
+    /// Accept a creation mode that lets every user on the host read or write.
+    pub fn allow_world_access(mut self, yes: bool) -> Self {
+        self.seg.allow_world = yes;
+        self
+    }
+
+    /// `open`: accept a segment owned by another user.
+    pub fn allow_foreign_owner(mut self, yes: bool) -> Self {
+        self.seg.allow_foreign_owner = yes;
+        self
+    }
+
+    /// `open`: accept a segment that group or others may write.
+    pub fn allow_shared_write(mut self, yes: bool) -> Self {
+        self.seg.allow_shared_write = yes;
+        self
+    }
+
+    /// `open`: how long to wait for a creator that is still initialising the
+    /// segment (default 2 s) before failing with [`Error::NotReady`].
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.seg.init_timeout = timeout;
+        self
+    }
+
+    fn expected(&self) -> Expected {
+        Expected {
+            kind: QueueKind::Spsc,
+            elem_size: core::mem::size_of::<T>(),
+            elem_align: core::mem::align_of::<T>(),
+            endpoints: 2,
+            schema: self.schema,
+        }
+    }
+
+    /// Create a new segment named `name`; fails with
+    /// [`Error::AlreadyExists`] if the name is taken.
+    pub fn create(self, name: &str) -> Result<Spsc<T>, Error> {
+        let e = self.expected();
+        let geom = Geometry::compute(
+            e.kind,
+            e.elem_size,
+            e.elem_align,
+            self.capacity,
+            e.endpoints,
+            e.schema,
+        )?;
+        let ring = Ring::create(name, geom, &self.seg)?;
+        Ok(Spsc {
+            ring: Arc::new(ring),
+            spin: self.spin,
+            _t: PhantomData,
+        })
+    }
+
+    /// Open an existing segment named `name`, validating its header against
+    /// `T` and the schema tag.
+    pub fn open(self, name: &str) -> Result<Spsc<T>, Error> {
+        let ring = Ring::open(name, &self.expected(), &self.seg)?;
+        Ok(Spsc {
+            ring: Arc::new(ring),
+            spin: self.spin,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: Pod> Spsc<T> {
+    /// Create a ring holding up to `capacity` items of `T`, with default
+    /// options (mode 0600, schema tag 0).
+    pub fn create(name: &str, capacity: usize) -> Result<Self, Error> {
+        Self::builder().capacity(capacity).create(name)
+    }
+
+    /// Open an existing ring with default options.
+    pub fn open(name: &str) -> Result<Self, Error> {
+        Self::builder().open(name)
+    }
+
+    /// Options for [`Builder::create`] and [`Builder::open`].
+    pub fn builder() -> Builder<T> {
+        Builder::default()
+    }
+
+    /// Claim the producer role. Fails with [`Error::RoleTaken`] while another
+    /// live producer holds it (in any process); succeeds again once it is
+    /// dropped or its process has died, and carries on where it stopped.
+    pub fn producer(&self) -> Result<Producer<T>, Error> {
+        let att = self.ring.attach(PRODUCER, Role::Producer)?;
+        let g = self.ring.geom();
+        let h = self.ring.header();
+        let in_ = g.check_index("in", h.head.value.load(Ordering::Acquire))?;
+        let out = g.check_index("out", h.tail.value.load(Ordering::Acquire))?;
+        Ok(Producer {
+            local: ProducerLocal {
+                in_,
+                cached_out: out,
+                last_reap: None,
+            },
+            spin: self.spin,
+            att,
+            _t: PhantomData,
+        })
+    }
+
+    /// Claim the consumer role. Fails with [`Error::RoleTaken`] while another
+    /// live consumer holds it; a new consumer resumes exactly where the last
+    /// one stopped.
+    pub fn consumer(&self) -> Result<Consumer<T>, Error> {
+        let att = self.ring.attach(CONSUMER, Role::Consumer)?;
+        let g = self.ring.geom();
+        let out = g.check_index("out", self.ring.header().tail.value.load(Ordering::Acquire))?;
+        Ok(Consumer {
+            local: ConsumerLocal {
+                out,
+                // "Empty" is always a safe guess: the first pop refreshes it.
+                cached_in: out,
+                last_reap: None,
+            },
+            spin: self.spin,
+            att,
+            _t: PhantomData,
+        })
+    }
+
+    /// Items the ring can hold.
+    pub fn capacity(&self) -> usize {
+        self.ring.geom().capacity
+    }
+
+    /// Items in the ring right now (a snapshot; 0 if the indices are corrupt).
+    pub fn len(&self) -> usize {
+        len(&self.ring).unwrap_or(0)
+    }
+
+    /// Whether the ring is empty right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.ring.name()
+    }
+}
+
+fn len(ring: &Ring) -> Result<usize, Corruption> {
+    let g = ring.geom();
+    let h = ring.header();
+    let in_ = g.check_index("in", h.head.value.load(Ordering::Acquire))?;
+    let out = g.check_index("out", h.tail.value.load(Ordering::Acquire))?;
+    Ok(if in_ >= out {
+        in_ - out
+    } else {
+        in_ + g.buffer_size - out
+    })
+}
+
+#[inline]
+fn next(i: usize, buffer_size: usize) -> usize {
+    let n = i + 1;
+    if n == buffer_size {
+        0
+    } else {
+        n
+    }
+}
+
+/// Has the peer in registry entry `peer` gone? DETACHED is read from the
+/// header; an ATTACHED peer is checked against its kernel liveness token at
+/// most every [`REAP_INTERVAL`] (a syscall), so spinning pollers stay cheap.
+fn peer_gone(ring: &Ring, peer: u32, last_reap: &mut Option<Instant>) -> bool {
+    let s = ring.entry(peer).state.load(Ordering::Acquire) & STATUS_MASK;
+    if s != STATUS_ATTACHED {
+        return s == STATUS_DETACHED;
+    }
+    let now = Instant::now();
+    if last_reap.is_some_and(|t| now.duration_since(t) < REAP_INTERVAL) {
+        return false;
+    }
+    *last_reap = Some(now);
+    // An I/O error asking the kernel is treated as "alive": waiting longer is
+    // recoverable, declaring a live peer dead is not.
+    matches!(ring.reap(peer), Ok(STATUS_DETACHED))
+}
+
+struct ProducerLocal {
+    /// Our `in`: we are its only writer, so it is never re-read.
+    in_: usize,
+    /// Last `out` seen; `out` only moves forward, so this under-estimates free space.
+    cached_out: usize,
+    last_reap: Option<Instant>,
+}
+
+/// The writing end of an [`Spsc`] ring. `Send`, not `Sync`: move it to the
+/// thread that produces.
+pub struct Producer<T> {
+    local: ProducerLocal,
+    spin: u32,
+    att: Attachment,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("name", &self.att.ring().name())
+            .field("in", &self.local.in_)
+            .field("cached_out", &self.local.cached_out)
+            .finish()
+    }
+}
+
+fn try_push_impl<T: Pod>(ring: &Ring, local: &mut ProducerLocal, value: T) -> Result<(), TryPushError<T>> {
+    let h = ring.header();
+    let g = ring.geom();
+    // One load of a line nobody writes in steady state.
+    if ring.entry(CONSUMER).state.load(Ordering::Relaxed) & STATUS_MASK == STATUS_DETACHED {
+        return Err(TryPushError::Disconnected(value));
+    }
+    let next = next(local.in_, g.buffer_size);
+    if next == local.cached_out {
+        // Acquire: the consumer's reads of the slots it released happen
+        // before we overwrite them.
+        let out = match g.check_index("out", h.tail.value.load(Ordering::Acquire)) {
+            Ok(o) => o,
+            Err(c) => return Err(TryPushError::Corrupt(value, c)),
+        };
+        local.cached_out = out;
+        if next == out {
+            if peer_gone(ring, CONSUMER, &mut local.last_reap) {
+                return Err(TryPushError::Disconnected(value));
+            }
+            return Err(TryPushError::Full(value));
+        }
+    }
+    // SAFETY: in_ < buffer_size (invariant of ProducerLocal); the element
+    // type matches the validated geometry (Spsc<T> checked size and
+    // alignment); slot `in` is not visible to the consumer until the store
+    // below and was released by it (next != out), so we own it.
+    unsafe { ring.write_slot(local.in_, value) };
+    // Release: the slot's bytes happen-before a consumer that Acquires `in`.
+    #[cfg(not(shmq_mutation = "relaxed_publish"))]
+    h.head.value.store(next as u64, Ordering::Release);
+    #[cfg(shmq_mutation = "relaxed_publish")]
+    h.head.value.store(next as u64, Ordering::Relaxed);
+    local.in_ = next;
+    h.events.not_empty.notify();
+    Ok(())
+}
+
+impl<T: Pod> Producer<T> {
+    /// Push without blocking.
+    ///
+    /// Returns [`TryPushError::Full`] if the ring is full and
+    /// [`TryPushError::Disconnected`] if the consumer has gone; the value
+    /// comes back in the error.
+    pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
+        try_push_impl(self.att.ring(), &mut self.local, value)
+    }
+
+    /// Push, waiting while the ring is full: spin, then sleep on a futex.
+    /// Fails only if the consumer goes away (including its process dying,
+    /// noticed within about 100 ms) or the segment is corrupt.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, None)
+    }
+
+    /// Like [`Producer::push`], giving up after `timeout`.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, Some(Deadline::after(timeout)))
+    }
+
+    fn push_until(&mut self, value: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+        let ring = self.att.ring();
+        let local = &mut self.local;
+        let r = block_on(&ring.header().events.not_full, self.spin, deadline, || {
+            match try_push_impl(ring, local, value) {
+                Ok(()) => Some(Ok(())),
+                Err(TryPushError::Full(_)) => None,
+                Err(TryPushError::Disconnected(v)) => Some(Err(PushError::Disconnected(v))),
+                Err(TryPushError::Corrupt(v, c)) => Some(Err(PushError::Corrupt(v, c))),
+            }
+        });
+        r.unwrap_or(Err(PushError::Timeout(value)))
+    }
+
+    /// Items the ring can hold.
+    pub fn capacity(&self) -> usize {
+        self.att.ring().geom().capacity
+    }
+
+    /// Items in the ring right now (a snapshot).
+    pub fn len(&self) -> usize {
+        len(self.att.ring()).unwrap_or(0)
+    }
+
+    /// Whether the ring is empty right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        self.att.detach();
+        // Wake a consumer sleeping in pop() so it drains and sees Disconnected.
+        self.att.ring().header().events.not_empty.notify();
+    }
+}
+
+struct ConsumerLocal {
+    /// Our `out`: we are its only writer.
+    out: usize,
+    /// Last `in` seen; `in` only moves forward, so this under-estimates items.
+    cached_in: usize,
+    last_reap: Option<Instant>,
+}
+
+/// The reading end of an [`Spsc`] ring. `Send`, not `Sync`.
+pub struct Consumer<T> {
+    local: ConsumerLocal,
+    spin: u32,
+    att: Attachment,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.att.ring().name())
+            .field("out", &self.local.out)
+            .field("cached_in", &self.local.cached_in)
+            .finish()
+    }
+}
+
+fn load_in(ring: &Ring) -> Result<usize, TryPopError> {
+    // Acquire: the producer's slot writes happen-before our reads.
+    let v = ring.header().head.value.load(Ordering::Acquire);
+    ring.geom().check_index("in", v).map_err(TryPopError::Corrupt)
+}
+
+fn try_pop_impl<T: Pod>(ring: &Ring, local: &mut ConsumerLocal) -> Result<T, TryPopError> {
+    if local.out == local.cached_in {
+        local.cached_in = load_in(ring)?;
+        if local.cached_in == local.out {
+            if !peer_gone(ring, PRODUCER, &mut local.last_reap) {
+                return Err(TryPopError::Empty);
+            }
+            // The producer left. Its DETACHED store (Release) came after its
+            // last publication, and we read it with Acquire: one more look
+            // at `in` sees everything it ever pushed.
+            local.cached_in = load_in(ring)?;
+            if local.cached_in == local.out {
+                return Err(TryPopError::Disconnected);
+            }
+        }
+    }
+    // SAFETY: out < buffer_size (invariant of ConsumerLocal); the element type
+    // matches the geometry; out != in as last loaded with Acquire, so the
+    // producer published this slot and will not touch it until we store
+    // `out` past it.
+    let value = unsafe { ring.read_slot::<T>(local.out) };
+    let next = next(local.out, ring.geom().buffer_size);
+    let h = ring.header();
+    // Release: our read of the slot happens-before the producer reusing it.
+    h.tail.value.store(next as u64, Ordering::Release);
+    local.out = next;
+    h.events.not_full.notify();
+    Ok(value)
+}
+
+impl<T: Pod> Consumer<T> {
+    /// Pop without blocking: [`TryPopError::Empty`] if there is nothing yet,
+    /// [`TryPopError::Disconnected`] once the ring is drained and the
+    /// producer has gone.
+    pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        try_pop_impl(self.att.ring(), &mut self.local)
+    }
+
+    /// Pop, waiting while the ring is empty: spin, then sleep on a futex.
+    /// Returns [`PopError::Disconnected`] once the ring is drained and the
+    /// producer has dropped its endpoint or died (noticed within ~100 ms).
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(None)
+    }
+
+    /// Like [`Consumer::pop`], giving up after `timeout`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(Some(Deadline::after(timeout)))
+    }
+
+    fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
+        let ring = self.att.ring();
+        let local = &mut self.local;
+        let r = block_on(&ring.header().events.not_empty, self.spin, deadline, || {
+            match try_pop_impl(ring, local) {
+                Ok(v) => Some(Ok(v)),
+                Err(TryPopError::Empty) => None,
+                Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
+                Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
+            }
+        });
+        r.unwrap_or(Err(PopError::Timeout))
+    }
+
+    /// Items the ring can hold.
+    pub fn capacity(&self) -> usize {
+        self.att.ring().geom().capacity
+    }
+
+    /// Items in the ring right now (a snapshot).
+    pub fn len(&self) -> usize {
+        len(self.att.ring()).unwrap_or(0)
+    }
+
+    /// Whether the ring is empty right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        self.att.detach();
+        // Wake a producer sleeping in push() so it sees Disconnected.
+        self.att.ring().header().events.not_full.notify();
+    }
+}

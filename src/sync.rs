@@ -1,0 +1,22 @@
+//! The sync shim: the one place that decides where atomics, fences and slot
+//! cells come from.
+//!
+//! Every algorithm in this crate (the SPSC ring, the waiting protocol) is
+//! written once against these names. Normally they are `std`'s atomics and raw
+//! pointer copies into the shared mapping; under `--cfg loom` they are loom's
+//! instrumented atomics and `UnsafeCell`s over a heap-allocated header, so the
+//! code loom model-checks is the code users run.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// Give the CPU away: on a 2-core machine a spinning endpoint that shares its
+/// core with the peer it waits for must let that peer run.
+#[cfg(loom)]
+#[inline]
+pub(crate) fn yield_now() {
+    loom::thread::yield_now();
+}

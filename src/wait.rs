@@ -1,0 +1,249 @@
+//! Blocking without losing wake-ups: bounded spinning, then a shared futex.
+//!
+//! The protocol is an event count (folly's `EventCount`), one per direction
+//! ([`Event`] in the header):
+//!
+//! ```text
+//! waiter                                   notifier
+//! e = epoch.load(Acquire)                  publish (index store, Release)
+//! waiters += 1                             fence(SeqCst)             -- F2
+//! fence(SeqCst)                  -- F1     if waiters.load() != 0 {
+//! re-check the queue; if ready:                epoch += 1 (Release)
+//!     waiters -= 1; return                     futex_wake(epoch, all)
+//! futex_wait(epoch, e, deadline)           }
+//! waiters -= 1
+//! ```
+//!
+//! F1 and F2 are SeqCst fences, so one of them comes first in their total
+//! order: if F1 does, the notifier sees `waiters != 0` and wakes; if F2 does,
+//! the waiter's re-check sees the publication and does not sleep. If the
+//! waiter read an epoch that a notifier had already bumped, that bump's
+//! Release made the publication visible to the re-check. The kernel compares
+//! `epoch` with `e` atomically with going to sleep, so a bump between the
+//! re-check and the wait makes the wait return at once.
+//!
+//! The notifier's fast path is one fence and one load of a line nobody writes
+//! while nobody sleeps: no syscall, no contended write. Every sleep has a
+//! finite deadline (at most [`LIVENESS_SLICE`]), so a corrupted waiter count
+//! costs latency, never a hang, and a blocked endpoint notices a dead peer.
+//!
+//! Futexes are waited on *without* `FUTEX_PRIVATE_FLAG`: the kernel keys them
+//! by (inode, offset), so waiters and wakers in different processes meet.
+
+use std::time::Duration;
+
+use rustix::time::{ClockId, Timespec};
+
+use crate::header::Event;
+use crate::sync::{fence, AtomicU32, Ordering};
+
+/// Longest single sleep. A blocked endpoint wakes at least this often to check
+/// whether its peer died (the kernel gives no wake-up for that).
+pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(100);
+
+/// Default number of retries (with exponential backoff, then yields) before
+/// a blocking call sleeps.
+pub const DEFAULT_SPIN: u32 = 16;
+
+/// An absolute `CLOCK_MONOTONIC` time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deadline(Timespec);
+
+impl Deadline {
+    pub(crate) fn now() -> Deadline {
+        Deadline(rustix::time::clock_gettime(ClockId::Monotonic))
+    }
+
+    /// `d` from now, saturating far in the future.
+    pub(crate) fn after(d: Duration) -> Deadline {
+        Deadline::now().plus(d)
+    }
+
+    pub(crate) fn plus(self, d: Duration) -> Deadline {
+        let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let mut sec = self.0.tv_sec.saturating_add(secs);
+        let mut nsec = self.0.tv_nsec + i64::from(d.subsec_nanos());
+        if nsec >= 1_000_000_000 {
+            nsec -= 1_000_000_000;
+            sec = sec.saturating_add(1);
+        }
+        Deadline(Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        })
+    }
+
+    fn key(self) -> (i64, i64) {
+        (self.0.tv_sec, self.0.tv_nsec)
+    }
+
+    pub(crate) fn passed(self) -> bool {
+        Deadline::now().key() >= self.key()
+    }
+
+    pub(crate) fn min(self, other: Deadline) -> Deadline {
+        if self.key() <= other.key() {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// Bounded busy-waiting: `budget` retries with exponential backoff that turns
+/// into `sched_yield` (crossbeam's `Backoff`), so a spinner that shares a core
+/// with the peer it waits for lets that peer run.
+pub(crate) struct Spinner {
+    budget: u32,
+    done: u32,
+    #[cfg(not(loom))]
+    backoff: crossbeam_utils::Backoff,
+}
+
+impl Spinner {
+    pub(crate) fn new(budget: u32) -> Self {
+        Spinner {
+            budget,
+            done: 0,
+            #[cfg(not(loom))]
+            backoff: crossbeam_utils::Backoff::new(),
+        }
+    }
+
+    /// Wait a little; false once the budget is spent.
+    pub(crate) fn spin(&mut self) -> bool {
+        if self.done >= self.budget {
+            return false;
+        }
+        self.done += 1;
+        #[cfg(not(loom))]
+        self.backoff.snooze();
+        #[cfg(loom)]
+        crate::sync::yield_now();
+        true
+    }
+}
+
+/// Why a blocking call returned without a result.
+pub(crate) struct TimedOut;
+
+/// Run `attempt` until it yields a result, spinning up to `spin` times and
+/// then sleeping on `event`, until `deadline` (forever if `None`).
+///
+/// `attempt` must re-read the shared state each time it is called: after
+/// [`Event::prepare`] it is the re-check of the protocol above.
+pub(crate) fn block_on<R>(
+    event: &Event,
+    spin: u32,
+    deadline: Option<Deadline>,
+    mut attempt: impl FnMut() -> Option<R>,
+) -> Result<R, TimedOut> {
+    let mut spinner = Spinner::new(spin);
+    loop {
+        if let Some(r) = attempt() {
+            return Ok(r);
+        }
+        if spinner.spin() {
+            continue;
+        }
+        let ticket = event.prepare();
+        if let Some(r) = attempt() {
+            event.cancel();
+            return Ok(r);
+        }
+        let slice = Deadline::after(LIVENESS_SLICE);
+        let until = match deadline {
+            Some(d) if d.passed() => {
+                event.cancel();
+                return Err(TimedOut);
+            }
+            Some(d) => d.min(slice),
+            None => slice,
+        };
+        event.sleep(ticket, until);
+    }
+}
+
+impl Event {
+    /// Register as a waiter; returns the epoch to sleep on. The caller must
+    /// re-check the queue, then call [`Event::cancel`] or [`Event::sleep`].
+    pub(crate) fn prepare(&self) -> u32 {
+        let ticket = self.epoch.load(Ordering::Acquire);
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        // F1: orders the registration before the re-check (see module docs).
+        #[cfg(not(shmq_mutation = "no_waiter_fence"))]
+        fence(Ordering::SeqCst);
+        ticket
+    }
+
+    /// Withdraw a registration without sleeping.
+    pub(crate) fn cancel(&self) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sleep until the epoch moves past `ticket`, a wake, or `until`; then
+    /// withdraw the registration. Spurious returns are fine: callers loop.
+    pub(crate) fn sleep(&self, ticket: u32, until: Deadline) {
+        futex_wait(&self.epoch, ticket, until);
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Wake every sleeper, if there is any. Call after publishing.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        // F2: orders the publication before reading the waiter count.
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            self.epoch.fetch_add(1, Ordering::Release);
+            futex_wake_all(&self.epoch);
+        }
+    }
+}
+
+/// `FUTEX_WAIT_BITSET` (shared, absolute `CLOCK_MONOTONIC` deadline): sleep
+/// while `*word == expected`. Returns on wake, value change, deadline, signal
+/// (EINTR) or spuriously; callers re-check.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, until: Deadline) {
+    use rustix::thread::futex;
+    let all = core::num::NonZeroU32::MAX;
+    match futex::wait_bitset(word, futex::Flags::empty(), expected, Some(&until.0), all) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::AGAIN
+            || e == rustix::io::Errno::TIMEDOUT
+            || e == rustix::io::Errno::INTR => {}
+        // Anything else (ENOSYS under a sandbox, EFAULT) would turn every
+        // blocking call into a busy loop; degrade to a short sleep instead.
+        Err(_) => std::thread::sleep(Duration::from_millis(1)),
+    }
+}
+
+/// `FUTEX_WAKE` every waiter on `word`, in any process.
+#[cfg(not(loom))]
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+}
+
+// Under loom the futex is modelled by one mutex and condition variable:
+// FUTEX_WAIT's compare-and-sleep is atomic with respect to FUTEX_WAKE because
+// both take the mutex, exactly the guarantee the kernel gives. Deadlines are
+// ignored, so a lost wake-up shows up as a deadlock that loom reports.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _until: Deadline) {
+    let guard = FUTEX.0.lock().unwrap();
+    if word.load(Ordering::SeqCst) == expected {
+        drop(FUTEX.1.wait(guard).unwrap());
+    }
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wake_all(_word: &AtomicU32) {
+    let _guard = FUTEX.0.lock().unwrap();
+    FUTEX.1.notify_all();
+}
