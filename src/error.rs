@@ -142,10 +142,9 @@ impl fmt::Display for Error {
                 f,
                 "no shared-memory object named {name:?}; create it first, or check the name"
             ),
-            Error::PermissionDenied { name, detail } => write!(
-                f,
-                "permission denied for {name:?}: {detail}"
-            ),
+            Error::PermissionDenied { name, detail } => {
+                write!(f, "permission denied for {name:?}: {detail}")
+            }
             Error::Foreign { name, detail } => write!(
                 f,
                 "{name:?} is not a shmqueue segment ({detail}); it was left untouched"
@@ -247,7 +246,9 @@ impl<T> TryPushError<T> {
     /// The value that was not pushed.
     pub fn into_inner(self) -> T {
         match self {
-            TryPushError::Full(v) | TryPushError::Disconnected(v) | TryPushError::Corrupt(v, _) => v,
+            TryPushError::Full(v) | TryPushError::Disconnected(v) | TryPushError::Corrupt(v, _) => {
+                v
+            }
         }
     }
     /// True for [`TryPushError::Full`].
@@ -315,9 +316,9 @@ impl<T> fmt::Display for TryPushError<T> {
 impl<T> fmt::Display for PushError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PushError::Timeout(_) => f.write_str(
-                "timed out waiting for space; the consumer is alive but not keeping up",
-            ),
+            PushError::Timeout(_) => {
+                f.write_str("timed out waiting for space; the consumer is alive but not keeping up")
+            }
             PushError::Disconnected(_) => f.write_str(
                 "the consumer has gone; the value was not pushed and is returned in this error",
             ),

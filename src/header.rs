@@ -208,16 +208,22 @@ impl Geometry {
         }
         if !elem_align.is_power_of_two() || elem_align > MAX_ALIGN {
             return Err(Error::InvalidArgument {
-                detail: format!("element alignment {elem_align} is not a power of two <= {MAX_ALIGN}"),
+                detail: format!(
+                    "element alignment {elem_align} is not a power of two <= {MAX_ALIGN}"
+                ),
             });
         }
         if elem_size % elem_align != 0 {
             return Err(Error::InvalidArgument {
-                detail: format!("element size {elem_size} is not a multiple of its alignment {elem_align}"),
+                detail: format!(
+                    "element size {elem_size} is not a multiple of its alignment {elem_align}"
+                ),
             });
         }
         let buffer_size = match kind {
-            QueueKind::Spsc => capacity.checked_add(1).ok_or_else(|| too_big("capacity + 1"))?,
+            QueueKind::Spsc => capacity
+                .checked_add(1)
+                .ok_or_else(|| too_big("capacity + 1"))?,
         };
         let slot_stride = elem_size;
         let registry_bytes = (endpoints as usize)
@@ -295,18 +301,36 @@ impl Geometry {
                 })
             }
         };
-        incompatible("layout version", LAYOUT_VERSION.into(), id.version.load(r).into())?;
+        incompatible(
+            "layout version",
+            LAYOUT_VERSION.into(),
+            id.version.load(r).into(),
+        )?;
         incompatible("queue kind", expect.kind as u64, id.kind.load(r).into())?;
-        incompatible("element size", expect.elem_size as u64, id.elem_size.load(r))?;
-        incompatible("element alignment", expect.elem_align as u64, id.elem_align.load(r))?;
+        incompatible(
+            "element size",
+            expect.elem_size as u64,
+            id.elem_size.load(r),
+        )?;
+        incompatible(
+            "element alignment",
+            expect.elem_align as u64,
+            id.elem_align.load(r),
+        )?;
         incompatible("schema tag", expect.schema, id.schema.load(r))?;
 
-        let corrupt = |what, found: u64, limit: u64| Error::Corrupt(Corruption { what, found, limit });
+        let corrupt =
+            |what, found: u64, limit: u64| Error::Corrupt(Corruption { what, found, limit });
         let capacity = id.capacity.load(r);
-        let capacity = usize::try_from(capacity).map_err(|_| corrupt("capacity", capacity, usize::MAX as u64))?;
+        let capacity = usize::try_from(capacity)
+            .map_err(|_| corrupt("capacity", capacity, usize::MAX as u64))?;
         let endpoints = id.endpoints.load(r);
         if endpoints != expect.endpoints {
-            return Err(corrupt("endpoint count", endpoints.into(), expect.endpoints.into()));
+            return Err(corrupt(
+                "endpoint count",
+                endpoints.into(),
+                expect.endpoints.into(),
+            ));
         }
         let g = Geometry::compute(
             expect.kind,

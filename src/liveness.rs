@@ -55,8 +55,17 @@ pub(crate) struct Token {
 /// Take the token for entry `index`, or `None` if a live endpoint holds it.
 pub(crate) fn acquire(segment: BorrowedFd<'_>, index: u32) -> Result<Option<Token>, Error> {
     let path = format!("/proc/self/fd/{}", segment.as_raw_fd());
-    let fd = open(path.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| io("re-open segment through /proc/self/fd (is /proc mounted?)", e))?;
+    let fd = open(
+        path.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        io(
+            "re-open segment through /proc/self/fd (is /proc mounted?)",
+            e,
+        )
+    })?;
     let lock = lock_range(libc::F_WRLCK, index);
     match fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock)) {
         Ok(_) => Ok(Some(Token { _fd: fd })),

@@ -56,9 +56,14 @@ impl Ring {
     }
 
     /// Open, wait (bounded) for initialisation, validate, and copy the geometry.
-    pub(crate) fn open(name: &str, expect: &Expected, opts: &SegmentOptions) -> Result<Ring, Error> {
+    pub(crate) fn open(
+        name: &str,
+        expect: &Expected,
+        opts: &SegmentOptions,
+    ) -> Result<Ring, Error> {
         let (seg, deadline) = Segment::open(name, opts)?;
-        let deadline = Deadline::after(deadline.saturating_duration_since(std::time::Instant::now()));
+        let deadline =
+            Deadline::after(deadline.saturating_duration_since(std::time::Instant::now()));
         // SAFETY: Segment::open mapped at least HEADER_SIZE bytes.
         let header = unsafe { header_at(&seg) };
         let init = &header.identity.init;
@@ -76,7 +81,11 @@ impl Ring {
             if deadline.passed() {
                 return Err(Error::NotReady { name: name.into() });
             }
-            futex_wait(init, v, deadline.min(Deadline::after(std::time::Duration::from_millis(10))));
+            futex_wait(
+                init,
+                v,
+                deadline.min(Deadline::after(std::time::Duration::from_millis(10))),
+            );
         }
         // The creator sized the file before publishing; re-read its size now.
         let file_size = seg.file_size()?;
@@ -249,9 +258,12 @@ impl Attachment {
         // that reads DETACHED with Acquire. A failed CAS means a hostile
         // writer changed the word; leave it, the token drop still frees us.
         let detached = (self.state & !STATUS_MASK) | STATUS_DETACHED;
-        let _ = entry
-            .state
-            .compare_exchange(self.state, detached, Ordering::Release, Ordering::Relaxed);
+        let _ = entry.state.compare_exchange(
+            self.state,
+            detached,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 }
 

@@ -108,13 +108,18 @@ impl Segment {
         }
         if opts.mode & 0o600 != 0o600 {
             return Err(Error::InvalidArgument {
-                detail: format!("mode {:#o} must give the owner read and write (0o600)", opts.mode),
+                detail: format!(
+                    "mode {:#o} must give the owner read and write (0o600)",
+                    opts.mode
+                ),
             });
         }
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_NOFOLLOW;
         let fd = match shm_open(cname.as_c_str(), flags, Mode::from_bits_truncate(opts.mode)) {
             Ok(fd) => fd,
-            Err(Errno::EEXIST) | Err(Errno::ELOOP) => return Err(Error::AlreadyExists { name: name.into() }),
+            Err(Errno::EEXIST) | Err(Errno::ELOOP) => {
+                return Err(Error::AlreadyExists { name: name.into() })
+            }
             Err(Errno::EACCES) | Err(Errno::EPERM) => {
                 return Err(Error::PermissionDenied {
                     name: name.into(),
@@ -147,7 +152,11 @@ impl Segment {
     pub(crate) fn open(name: &str, opts: &SegmentOptions) -> Result<(Segment, Instant), Error> {
         let cname = c_name(name)?;
         let started = Instant::now();
-        let fd = match shm_open(cname.as_c_str(), OFlag::O_RDWR | OFlag::O_NOFOLLOW, Mode::empty()) {
+        let fd = match shm_open(
+            cname.as_c_str(),
+            OFlag::O_RDWR | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        ) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Err(Error::NotFound { name: name.into() }),
             Err(Errno::EACCES) | Err(Errno::EPERM) => {

@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::error::{Corruption, PopError, PushError, Role, TryPopError, TryPushError};
-use crate::header::{
-    Expected, Geometry, QueueKind, STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK,
-};
+use crate::header::{Expected, Geometry, QueueKind, STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK};
 use crate::ring::{Attachment, Ring};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
@@ -375,7 +373,11 @@ impl<T> fmt::Debug for Producer<T> {
     }
 }
 
-fn try_push_impl<T: Pod>(ring: &Ring, local: &mut ProducerLocal, value: T) -> Result<(), TryPushError<T>> {
+fn try_push_impl<T: Pod>(
+    ring: &Ring,
+    local: &mut ProducerLocal,
+    value: T,
+) -> Result<(), TryPushError<T>> {
     let h = ring.header();
     let g = ring.geom();
     // One load of a line nobody writes in steady state.
@@ -438,14 +440,17 @@ impl<T: Pod> Producer<T> {
     fn push_until(&mut self, value: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
         let ring = self.att.ring();
         let local = &mut self.local;
-        let r = block_on(&ring.header().events.not_full, self.spin, deadline, || {
-            match try_push_impl(ring, local, value) {
+        let r = block_on(
+            &ring.header().events.not_full,
+            self.spin,
+            deadline,
+            || match try_push_impl(ring, local, value) {
                 Ok(()) => Some(Ok(())),
                 Err(TryPushError::Full(_)) => None,
                 Err(TryPushError::Disconnected(v)) => Some(Err(PushError::Disconnected(v))),
                 Err(TryPushError::Corrupt(v, c)) => Some(Err(PushError::Corrupt(v, c))),
-            }
-        });
+            },
+        );
         r.unwrap_or(Err(PushError::Timeout(value)))
     }
 
@@ -502,7 +507,9 @@ impl<T> fmt::Debug for Consumer<T> {
 fn load_in(ring: &Ring) -> Result<usize, TryPopError> {
     // Acquire: the producer's slot writes happen-before our reads.
     let v = ring.header().head.value.load(Ordering::Acquire);
-    ring.geom().check_index("in", v).map_err(TryPopError::Corrupt)
+    ring.geom()
+        .check_index("in", v)
+        .map_err(TryPopError::Corrupt)
 }
 
 fn try_pop_impl<T: Pod>(ring: &Ring, local: &mut ConsumerLocal) -> Result<T, TryPopError> {
@@ -558,14 +565,17 @@ impl<T: Pod> Consumer<T> {
     fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
         let ring = self.att.ring();
         let local = &mut self.local;
-        let r = block_on(&ring.header().events.not_empty, self.spin, deadline, || {
-            match try_pop_impl(ring, local) {
+        let r = block_on(
+            &ring.header().events.not_empty,
+            self.spin,
+            deadline,
+            || match try_pop_impl(ring, local) {
                 Ok(v) => Some(Ok(v)),
                 Err(TryPopError::Empty) => None,
                 Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
                 Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
-            }
-        });
+            },
+        );
         r.unwrap_or(Err(PopError::Timeout))
     }
 

@@ -209,9 +209,10 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, until: Deadline) {
     let all = core::num::NonZeroU32::MAX;
     match futex::wait_bitset(word, futex::Flags::empty(), expected, Some(&until.0), all) {
         Ok(()) => {}
-        Err(e) if e == rustix::io::Errno::AGAIN
-            || e == rustix::io::Errno::TIMEDOUT
-            || e == rustix::io::Errno::INTR => {}
+        Err(e)
+            if e == rustix::io::Errno::AGAIN
+                || e == rustix::io::Errno::TIMEDOUT
+                || e == rustix::io::Errno::INTR => {}
         // Anything else (ENOSYS under a sandbox, EFAULT) would turn every
         // blocking call into a busy loop; degrade to a short sleep instead.
         Err(_) => std::thread::sleep(Duration::from_millis(1)),
@@ -221,7 +222,8 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, until: Deadline) {
 /// `FUTEX_WAKE` every waiter on `word`, in any process.
 #[cfg(not(loom))]
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+    let _ =
+        rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
 }
 
 // Under loom the futex is modelled by one mutex and condition variable:

@@ -1,0 +1,157 @@
+//! Helpers for tests that use real segments and real processes.
+//!
+//! * Every segment gets a unique name and an [`Shm`] guard that unlinks it on
+//!   drop, including when the test panics.
+//! * A second process is this same test binary re-executed with
+//!   `SHMQ_TEST_ROLE` set, running only the named test (rusty-fork style);
+//!   [`ChildProc`] kills it on drop, and every wait on it has a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Deadline for anything a test waits on: generous, so a bug fails instead of
+/// hanging CI, and a loaded 2-core machine does not fail a correct run.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A unique shared-memory name, unlinked on drop.
+pub struct Shm(pub String);
+
+impl Shm {
+    pub fn new(tag: &str) -> Shm {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        Shm(format!("/shmq-test-{}-{tag}-{n}", std::process::id()))
+    }
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        let _ = shmqueue::unlink(&self.0);
+    }
+}
+
+/// The role this process plays, when it is a re-executed child.
+pub fn child_role() -> Option<String> {
+    std::env::var("SHMQ_TEST_ROLE").ok()
+}
+
+/// An argument passed to a child.
+pub fn child_arg(key: &str) -> String {
+    std::env::var(format!("SHMQ_TEST_{key}")).unwrap_or_else(|_| panic!("missing SHMQ_TEST_{key}"))
+}
+
+/// Print a line the parent can read with [`ChildProc::expect_line`].
+pub fn tell_parent(msg: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // libtest leaves "test name ... " unterminated on stdout: start afresh.
+    writeln!(out, "\n@@{msg}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Run a child body and exit with its status, so that the harness in the
+/// child never runs the parent half of the test.
+pub fn run_child(body: impl FnOnce() -> Result<(), String>) -> ! {
+    match body() {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("child failed: {e}");
+            std::process::exit(3)
+        }
+    }
+}
+
+/// A child process, killed on drop.
+pub struct ChildProc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+/// Start this test binary again, running only `test` with role `role`.
+pub fn spawn(test: &str, role: &str, args: &[(&str, String)]) -> ChildProc {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SHMQ_TEST_ROLE", role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in args {
+        cmd.env(format!("SHMQ_TEST_{k}"), v);
+    }
+    let mut child = cmd.spawn().expect("spawn child test process");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("@@") {
+                if tx.send(line[at + 2..].to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    ChildProc { child, lines }
+}
+
+impl ChildProc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The next line the child sent with [`tell_parent`], within `DEADLINE`.
+    pub fn expect_line(&mut self) -> String {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(l) => l,
+            Err(e) => panic!("child sent nothing within {DEADLINE:?}: {e}"),
+        }
+    }
+
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL child");
+        self.wait();
+    }
+
+    /// Wait for exit, failing the test if it takes longer than `DEADLINE`.
+    pub fn wait(&mut self) -> ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "child did not exit within {DEADLINE:?}"
+            );
+            // Polling with a deadline; there is no portable wait-with-timeout.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Wait and require a successful exit.
+    pub fn success(&mut self) {
+        let s = self.wait();
+        assert!(s.success(), "child failed: {s}");
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time consumed by the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+    Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
+}
