@@ -71,12 +71,12 @@ pub(crate) struct IndexLine {
 }
 
 /// One direction of the waiting protocol (see `wait.rs`). The epoch is the
-/// futex word; the waiter count is a separate word so the futex word is only
-/// ever accessed as a whole `u32`.
+/// futex word; `armed` (non-zero: someone may sleep on the epoch) is a
+/// separate word, so the futex word is only ever accessed as a whole `u32`.
 #[repr(C)]
 pub(crate) struct Event {
     pub epoch: AtomicU32,
-    pub waiters: AtomicU32,
+    pub armed: AtomicU32,
 }
 
 /// Line 3: both events. In steady streaming nobody sleeps, so this line is
@@ -147,7 +147,7 @@ mod layout_pins {
     const_assert_eq!(size_of::<IndexLine>(), LINE);
     const_assert_eq!(size_of::<Event>(), 8);
     const_assert_eq!(offset_of!(Event, epoch), 0);
-    const_assert_eq!(offset_of!(Event, waiters), 4);
+    const_assert_eq!(offset_of!(Event, armed), 4);
     const_assert_eq!(size_of::<Events>(), LINE);
     const_assert_eq!(offset_of!(Events, not_empty), 0);
     const_assert_eq!(offset_of!(Events, not_full), 8);

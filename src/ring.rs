@@ -164,6 +164,7 @@ impl Ring {
     /// Claim registry entry `index` for `role`: take its liveness token, then
     /// mark it attached with a new generation.
     pub(crate) fn attach(self: &Arc<Ring>, index: u32, role: Role) -> Result<Attachment, Error> {
+        crate::wait::init_fences();
         let entry = self.entry(index);
         let Some(token) = liveness::acquire(self.seg.fd(), index)? else {
             return Err(Error::RoleTaken {
