@@ -57,3 +57,8 @@ pub use name::{validate_name, MAX_NAME_LEN};
 pub use segment::unlink;
 pub use spsc::Spsc;
 pub use wait::DEFAULT_SPIN;
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
