@@ -3,8 +3,10 @@
 //!
 //! This is the only module that turns the mapping's base pointer into
 //! references and slot addresses; everything above it is safe code over
-//! `&Header`, `&EndpointEntry` and the two slot-copy functions.
+//! `&Header`, `&EndpointEntry` and the two slot-copy functions
+//! ([`Attachment::write_slot`], [`Attachment::read_slot`]).
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bytemuck::Pod;
@@ -126,46 +128,29 @@ impl Ring {
         unsafe { &*(self.seg.base().add(offset) as *const EndpointEntry) }
     }
 
-    fn slot_ptr(&self, i: usize) -> *mut u8 {
-        debug_assert!(i < self.geom.buffer_size);
-        // Stays inside the mapping for every i < buffer_size: total_size =
-        // slots_offset + buffer_size * slot_stride was checked arithmetic.
-        self.seg
-            .base()
-            .wrapping_add(self.geom.slots_offset + i * self.geom.slot_stride)
-    }
-
-    /// Copy `value` into slot `i`.
-    ///
-    /// # Safety
-    /// `i < buffer_size`; `size_of::<T>()`/`align_of::<T>()` equal the
-    /// geometry's element size/alignment; and the queue protocol gives the
-    /// caller exclusive ownership of the slot (no endpoint of this queue reads
-    /// or writes it concurrently).
-    #[inline]
-    pub(crate) unsafe fn write_slot<T: Pod>(&self, i: usize, value: T) {
-        // SAFETY: in bounds and aligned by the contract and the geometry
-        // (slots_offset and slot_stride are multiples of the alignment); a
-        // raw write, never a `&mut T` over shared memory.
-        unsafe { (self.slot_ptr(i) as *mut T).write(value) }
-    }
-
-    /// Copy slot `i` out.
-    ///
-    /// # Safety
-    /// As for [`Ring::write_slot`], with the slot published to the caller.
-    #[inline]
-    pub(crate) unsafe fn read_slot<T: Pod>(&self, i: usize) -> T {
-        // SAFETY: in bounds and aligned as above; `T: Pod` is valid for any
-        // bytes, so even a hostile peer's bytes make a valid `T`.
-        unsafe { (self.slot_ptr(i) as *const T).read() }
+    /// Start of the slot array. In bounds: `slots_offset <= total_size`,
+    /// the mapping's length (checked arithmetic, validated against the file).
+    fn slots(&self) -> NonNull<u8> {
+        let p = self.seg.base().wrapping_add(self.geom.slots_offset);
+        NonNull::new(p).expect("a mapping does not start at address 0")
     }
 
     /// Claim registry entry `index` for `role`: take its liveness token, then
-    /// mark it attached with a new generation.
-    pub(crate) fn attach(self: &Arc<Ring>, index: u32, role: Role) -> Result<Attachment, Error> {
+    /// mark it attached with a new generation. `peer` is the registry entry
+    /// the endpoint watches on its hot path ([`Attachment::peer`]).
+    pub(crate) fn attach(
+        self: &Arc<Ring>,
+        index: u32,
+        peer: u32,
+        role: Role,
+    ) -> Result<Attachment, Error> {
         crate::wait::init_fences();
         let entry = self.entry(index);
+        // Resolved before the role is claimed: these panic only on a bug.
+        let header = NonNull::from(self.header());
+        let peer_index = peer;
+        let peer = NonNull::from(self.entry(peer_index));
+        let slots = self.slots();
         let Some(token) = liveness::acquire(self.seg.fd(), index)? else {
             return Err(Error::RoleTaken {
                 role,
@@ -188,6 +173,11 @@ impl Ring {
         entry.pid.store(std::process::id(), Ordering::Relaxed);
         Ok(Attachment {
             ring: Arc::clone(self),
+            header,
+            peer,
+            peer_index,
+            slots,
+            buffer_size: self.geom.buffer_size,
             index,
             state,
             detached: false,
@@ -234,18 +224,115 @@ unsafe fn header_at(seg: &Segment) -> &Header {
 
 /// A held registry entry: the liveness token plus the attached state word.
 /// Dropping it marks the entry DETACHED, then releases the token.
+///
+/// It also carries the addresses the endpoint touches on every call (the
+/// header, the slot array, the peer's registry entry), resolved once at
+/// attach, so the hot path does not re-derive them through
+/// `Arc<Ring>` → `Segment` → mapping and the registry's bounds check on every
+/// push and pop. They point into the mapping that `ring` keeps alive.
 #[derive(Debug)]
 pub(crate) struct Attachment {
     ring: Arc<Ring>,
+    /// `ring.header()`.
+    header: NonNull<Header>,
+    /// `ring.entry(peer_index)`.
+    peer: NonNull<EndpointEntry>,
+    peer_index: u32,
+    /// `ring.slots()`: `buffer_size` slots of `slot_stride` bytes.
+    slots: NonNull<u8>,
+    /// `ring.geom().buffer_size`.
+    buffer_size: usize,
     index: u32,
     state: u32,
     detached: bool,
     _token: liveness::Token,
 }
 
+// SAFETY: the pointers are addresses in the mapping owned by `ring`
+// (`Arc<Ring>`, itself `Send + Sync`); the accessors hand out only `&` to
+// atomics, and the slot copies are `unsafe` with a contract (exclusive
+// ownership of the slot, by the queue protocol) that does not depend on the
+// calling thread. So the attachment may move to, or be shared with, another
+// thread exactly as `Arc<Ring>` may.
+unsafe impl Send for Attachment {}
+// SAFETY: as above.
+unsafe impl Sync for Attachment {}
+
 impl Attachment {
     pub(crate) fn ring(&self) -> &Arc<Ring> {
         &self.ring
+    }
+
+    /// The ring's header (as [`Ring::header`], without the indirections).
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: `header` is `ring.header()`, which lives as long as the
+        // mapping, which `self.ring` keeps alive for as long as `&self`.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The peer's registry entry (as `ring.entry(peer)` for the `peer`
+    /// passed to [`Ring::attach`]).
+    #[inline]
+    pub(crate) fn peer(&self) -> &EndpointEntry {
+        // SAFETY: `peer` is `ring.entry(peer)`, which lives as long as the
+        // mapping, which `self.ring` keeps alive for as long as `&self`.
+        unsafe { self.peer.as_ref() }
+    }
+
+    /// [`Ring::reap`] the peer: its status, with a dead holder detected.
+    pub(crate) fn reap_peer(&self) -> Result<u32, Error> {
+        self.ring.reap(self.peer_index)
+    }
+
+    /// Slots in the ring (the validated geometry's `buffer_size`).
+    #[inline]
+    pub(crate) fn buffer_size(&self) -> usize {
+        self.buffer_size
+    }
+
+    /// Address of slot `i` as a `T`.
+    ///
+    /// # Safety
+    /// `i < buffer_size`, and `size_of::<T>()`/`align_of::<T>()` equal the
+    /// geometry's element size/alignment.
+    #[inline]
+    unsafe fn slot<T: Pod>(&self, i: usize) -> *mut T {
+        debug_assert!(i < self.buffer_size);
+        debug_assert_eq!(core::mem::size_of::<T>(), self.ring.geom.slot_stride);
+        debug_assert_eq!(core::mem::align_of::<T>(), self.ring.geom.elem_align);
+        // SAFETY: the slot stride is the element size, so slot `i` starts
+        // `i` elements past `slots`; i < buffer_size and the array's
+        // buffer_size * slot_stride bytes lie inside the mapping (checked
+        // arithmetic in Geometry::compute, validated against the file size).
+        unsafe { self.slots.as_ptr().cast::<T>().add(i) }
+    }
+
+    /// Copy `value` into slot `i`.
+    ///
+    /// # Safety
+    /// `i < buffer_size`; `size_of::<T>()`/`align_of::<T>()` equal the
+    /// geometry's element size/alignment; and the queue protocol gives the
+    /// caller exclusive ownership of the slot (no endpoint of this queue reads
+    /// or writes it concurrently).
+    #[inline]
+    pub(crate) unsafe fn write_slot<T: Pod>(&self, i: usize, value: T) {
+        // SAFETY: in bounds by the contract; aligned because slots_offset
+        // and slot_stride are multiples of the alignment and the base is
+        // page-aligned; a raw write, never a `&mut T` over shared memory.
+        unsafe { self.slot::<T>(i).write(value) }
+    }
+
+    /// Copy slot `i` out.
+    ///
+    /// # Safety
+    /// As for [`Attachment::write_slot`], with the slot published to the
+    /// caller.
+    #[inline]
+    pub(crate) unsafe fn read_slot<T: Pod>(&self, i: usize) -> T {
+        // SAFETY: in bounds and aligned as above; `T: Pod` is valid for any
+        // bytes, so even a hostile peer's bytes make a valid `T`.
+        unsafe { self.slot::<T>(i).read() }
     }
 
     /// Mark the entry DETACHED (idempotent). The token is still held until

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytemuck::Pod;
 
@@ -30,7 +30,7 @@ use crate::header::{Expected, Geometry, QueueKind, STATUS_ATTACHED, STATUS_DETAC
 use crate::ring::{Attachment, Ring};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
-use crate::wait::{block_on, Deadline, DEFAULT_SPIN};
+use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};
 use crate::Error;
 
 /// Registry entry of the producer role.
@@ -248,7 +248,7 @@ impl<T: Pod> Spsc<T> {
     /// live producer holds it (in any process); succeeds again once it is
     /// dropped or its process has died, and carries on where it stopped.
     pub fn producer(&self) -> Result<Producer<T>, Error> {
-        let att = self.ring.attach(PRODUCER, Role::Producer)?;
+        let att = self.ring.attach(PRODUCER, CONSUMER, Role::Producer)?;
         let g = self.ring.geom();
         let h = self.ring.header();
         let in_ = g.check_index("in", h.head.value.load(Ordering::Acquire))?;
@@ -257,7 +257,7 @@ impl<T: Pod> Spsc<T> {
             local: ProducerLocal {
                 in_,
                 cached_out: out,
-                last_reap: None,
+                reap: Throttle::default(),
             },
             spin: self.spin,
             att,
@@ -269,7 +269,7 @@ impl<T: Pod> Spsc<T> {
     /// live consumer holds it; a new consumer resumes exactly where the last
     /// one stopped.
     pub fn consumer(&self) -> Result<Consumer<T>, Error> {
-        let att = self.ring.attach(CONSUMER, Role::Consumer)?;
+        let att = self.ring.attach(CONSUMER, PRODUCER, Role::Consumer)?;
         let g = self.ring.geom();
         let out = g.check_index("out", self.ring.header().tail.value.load(Ordering::Acquire))?;
         Ok(Consumer {
@@ -277,7 +277,7 @@ impl<T: Pod> Spsc<T> {
                 out,
                 // "Empty" is always a safe guess: the first pop refreshes it.
                 cached_in: out,
-                last_reap: None,
+                reap: Throttle::default(),
             },
             spin: self.spin,
             att,
@@ -328,22 +328,31 @@ fn next(i: usize, buffer_size: usize) -> usize {
     }
 }
 
-/// Has the peer in registry entry `peer` gone? DETACHED is read from the
-/// header; an ATTACHED peer is checked against its kernel liveness token at
-/// most every [`REAP_INTERVAL`] (a syscall), so spinning pollers stay cheap.
-fn peer_gone(ring: &Ring, peer: u32, last_reap: &mut Option<Instant>) -> bool {
-    let s = ring.entry(peer).state.load(Ordering::Acquire) & STATUS_MASK;
+/// Has the peer (the registry entry the attachment watches) gone? DETACHED
+/// is read from the header; an ATTACHED peer is checked against its kernel
+/// liveness token at most every [`REAP_INTERVAL`] (a syscall), so spinning
+/// pollers stay cheap.
+#[inline]
+fn peer_gone(att: &Attachment, reap: &mut Throttle) -> bool {
+    let s = att.peer().state.load(Ordering::Acquire) & STATUS_MASK;
     if s != STATUS_ATTACHED {
         return s == STATUS_DETACHED;
     }
-    let now = Instant::now();
-    if last_reap.is_some_and(|t| now.duration_since(t) < REAP_INTERVAL) {
+    reap_due(att, reap)
+}
+
+/// The clock half of [`peer_gone`]: if [`REAP_INTERVAL`] has passed, ask the
+/// kernel whether the ATTACHED peer still holds its token. Out of line: it
+/// runs only on empty/full polls, and inlined it would keep the whole push
+/// and pop from being inlined.
+#[inline(never)]
+fn reap_due(att: &Attachment, reap: &mut Throttle) -> bool {
+    if !reap.ready(REAP_INTERVAL) {
         return false;
     }
-    *last_reap = Some(now);
     // An I/O error asking the kernel is treated as "alive": waiting longer is
     // recoverable, declaring a live peer dead is not.
-    matches!(ring.reap(peer), Ok(STATUS_DETACHED))
+    matches!(att.reap_peer(), Ok(STATUS_DETACHED))
 }
 
 struct ProducerLocal {
@@ -351,7 +360,7 @@ struct ProducerLocal {
     in_: usize,
     /// Last `out` seen; `out` only moves forward, so this under-estimates free space.
     cached_out: usize,
-    last_reap: Option<Instant>,
+    reap: Throttle,
 }
 
 /// The writing end of an [`Spsc`] ring. `Send`, not `Sync`: move it to the
@@ -373,28 +382,30 @@ impl<T> fmt::Debug for Producer<T> {
     }
 }
 
+// Always inlined into the public wrappers, which are `#[inline]`: the
+// `Result` then stays in registers instead of going through the stack.
+#[inline(always)]
 fn try_push_impl<T: Pod>(
-    ring: &Ring,
+    att: &Attachment,
     local: &mut ProducerLocal,
     value: T,
 ) -> Result<(), TryPushError<T>> {
-    let h = ring.header();
-    let g = ring.geom();
+    let h = att.header();
     // One load of a line nobody writes in steady state.
-    if ring.entry(CONSUMER).state.load(Ordering::Relaxed) & STATUS_MASK == STATUS_DETACHED {
+    if att.peer().state.load(Ordering::Relaxed) & STATUS_MASK == STATUS_DETACHED {
         return Err(TryPushError::Disconnected(value));
     }
-    let next = next(local.in_, g.buffer_size);
+    let next = next(local.in_, att.buffer_size());
     if next == local.cached_out {
         // Acquire: the consumer's reads of the slots it released happen
         // before we overwrite them.
-        let out = match g.check_index("out", h.tail.value.load(Ordering::Acquire)) {
+        let out = match check_index(att, "out", h.tail.value.load(Ordering::Acquire)) {
             Ok(o) => o,
             Err(c) => return Err(TryPushError::Corrupt(value, c)),
         };
         local.cached_out = out;
         if next == out {
-            if peer_gone(ring, CONSUMER, &mut local.last_reap) {
+            if peer_gone(att, &mut local.reap) {
                 return Err(TryPushError::Disconnected(value));
             }
             return Err(TryPushError::Full(value));
@@ -404,7 +415,7 @@ fn try_push_impl<T: Pod>(
     // type matches the validated geometry (Spsc<T> checked size and
     // alignment); slot `in` is not visible to the consumer until the store
     // below and was released by it (next != out), so we own it.
-    unsafe { ring.write_slot(local.in_, value) };
+    unsafe { att.write_slot(local.in_, value) };
     // Release: the slot's bytes happen-before a consumer that Acquires `in`.
     #[cfg(not(shmq_mutation = "relaxed_publish"))]
     h.head.value.store(next as u64, Ordering::Release);
@@ -421,13 +432,15 @@ impl<T: Pod> Producer<T> {
     /// Returns [`TryPushError::Full`] if the ring is full and
     /// [`TryPushError::Disconnected`] if the consumer has gone; the value
     /// comes back in the error.
+    #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
-        try_push_impl(self.att.ring(), &mut self.local, value)
+        try_push_impl(&self.att, &mut self.local, value)
     }
 
     /// Push, waiting while the ring is full: spin, then sleep on a futex.
     /// Fails only if the consumer goes away (including its process dying,
     /// noticed within about 100 ms) or the segment is corrupt.
+    #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         self.push_until(value, None)
     }
@@ -437,20 +450,30 @@ impl<T: Pod> Producer<T> {
         self.push_until(value, Some(Deadline::after(timeout)))
     }
 
+    #[inline]
     fn push_until(&mut self, value: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
-        let ring = self.att.ring();
+        // The first attempt inline (see `keep_trying`), the waiting out of line.
+        match try_push_impl(&self.att, &mut self.local, value) {
+            Ok(()) => Ok(()),
+            Err(TryPushError::Full(v)) => self.push_wait(v, deadline),
+            Err(TryPushError::Disconnected(v)) => Err(PushError::Disconnected(v)),
+            Err(TryPushError::Corrupt(v, c)) => Err(PushError::Corrupt(v, c)),
+        }
+    }
+
+    #[inline(never)]
+    fn push_wait(&mut self, value: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+        let att = &self.att;
         let local = &mut self.local;
-        let r = block_on(
-            &ring.header().events.not_full,
-            self.spin,
-            deadline,
-            || match try_push_impl(ring, local, value) {
+        let event = &att.header().events.not_full;
+        let r = keep_trying(event, self.spin, deadline, || {
+            match try_push_impl(att, local, value) {
                 Ok(()) => Some(Ok(())),
                 Err(TryPushError::Full(_)) => None,
                 Err(TryPushError::Disconnected(v)) => Some(Err(PushError::Disconnected(v))),
                 Err(TryPushError::Corrupt(v, c)) => Some(Err(PushError::Corrupt(v, c))),
-            },
-        );
+            }
+        });
         r.unwrap_or(Err(PushError::Timeout(value)))
     }
 
@@ -474,7 +497,7 @@ impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
         self.att.detach();
         // Wake a consumer sleeping in pop() so it drains and sees Disconnected.
-        self.att.ring().header().events.not_empty.notify();
+        self.att.header().events.not_empty.notify();
     }
 }
 
@@ -483,7 +506,7 @@ struct ConsumerLocal {
     out: usize,
     /// Last `in` seen; `in` only moves forward, so this under-estimates items.
     cached_in: usize,
-    last_reap: Option<Instant>,
+    reap: Throttle,
 }
 
 /// The reading end of an [`Spsc`] ring. `Send`, not `Sync`.
@@ -504,25 +527,48 @@ impl<T> fmt::Debug for Consumer<T> {
     }
 }
 
-fn load_in(ring: &Ring) -> Result<usize, TryPopError> {
-    // Acquire: the producer's slot writes happen-before our reads.
-    let v = ring.header().head.value.load(Ordering::Acquire);
-    ring.geom()
-        .check_index("in", v)
-        .map_err(TryPopError::Corrupt)
+/// [`Geometry::check_index`](crate::header::Geometry::check_index) against
+/// the attachment's copy of the buffer size, with the error built out of line.
+#[inline]
+fn check_index(att: &Attachment, what: &'static str, v: u64) -> Result<usize, Corruption> {
+    if v < att.buffer_size() as u64 {
+        Ok(v as usize)
+    } else {
+        Err(index_corrupt(att, what, v))
+    }
 }
 
-fn try_pop_impl<T: Pod>(ring: &Ring, local: &mut ConsumerLocal) -> Result<T, TryPopError> {
+#[cold]
+#[inline(never)]
+fn index_corrupt(att: &Attachment, what: &'static str, v: u64) -> Corruption {
+    Corruption {
+        what,
+        found: v,
+        limit: att.buffer_size() as u64,
+    }
+}
+
+#[inline]
+fn load_in(att: &Attachment) -> Result<usize, TryPopError> {
+    // Acquire: the producer's slot writes happen-before our reads.
+    let v = att.header().head.value.load(Ordering::Acquire);
+    check_index(att, "in", v).map_err(TryPopError::Corrupt)
+}
+
+// Always inlined into the public wrappers, which are `#[inline]`: the
+// `Result` then stays in registers instead of going through the stack.
+#[inline(always)]
+fn try_pop_impl<T: Pod>(att: &Attachment, local: &mut ConsumerLocal) -> Result<T, TryPopError> {
     if local.out == local.cached_in {
-        local.cached_in = load_in(ring)?;
+        local.cached_in = load_in(att)?;
         if local.cached_in == local.out {
-            if !peer_gone(ring, PRODUCER, &mut local.last_reap) {
+            if !peer_gone(att, &mut local.reap) {
                 return Err(TryPopError::Empty);
             }
             // The producer left. Its DETACHED store (Release) came after its
             // last publication, and we read it with Acquire: one more look
             // at `in` sees everything it ever pushed.
-            local.cached_in = load_in(ring)?;
+            local.cached_in = load_in(att)?;
             if local.cached_in == local.out {
                 return Err(TryPopError::Disconnected);
             }
@@ -532,9 +578,9 @@ fn try_pop_impl<T: Pod>(ring: &Ring, local: &mut ConsumerLocal) -> Result<T, Try
     // matches the geometry; out != in as last loaded with Acquire, so the
     // producer published this slot and will not touch it until we store
     // `out` past it.
-    let value = unsafe { ring.read_slot::<T>(local.out) };
-    let next = next(local.out, ring.geom().buffer_size);
-    let h = ring.header();
+    let value = unsafe { att.read_slot::<T>(local.out) };
+    let next = next(local.out, att.buffer_size());
+    let h = att.header();
     // Release: our read of the slot happens-before the producer reusing it.
     h.tail.value.store(next as u64, Ordering::Release);
     local.out = next;
@@ -546,13 +592,15 @@ impl<T: Pod> Consumer<T> {
     /// Pop without blocking: [`TryPopError::Empty`] if there is nothing yet,
     /// [`TryPopError::Disconnected`] once the ring is drained and the
     /// producer has gone.
+    #[inline]
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        try_pop_impl(self.att.ring(), &mut self.local)
+        try_pop_impl(&self.att, &mut self.local)
     }
 
     /// Pop, waiting while the ring is empty: spin, then sleep on a futex.
     /// Returns [`PopError::Disconnected`] once the ring is drained and the
     /// producer has dropped its endpoint or died (noticed within ~100 ms).
+    #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
         self.pop_until(None)
     }
@@ -562,20 +610,30 @@ impl<T: Pod> Consumer<T> {
         self.pop_until(Some(Deadline::after(timeout)))
     }
 
+    #[inline]
     fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
-        let ring = self.att.ring();
+        // The first attempt inline (see `keep_trying`), the waiting out of line.
+        match try_pop_impl(&self.att, &mut self.local) {
+            Ok(v) => Ok(v),
+            Err(TryPopError::Empty) => self.pop_wait(deadline),
+            Err(TryPopError::Disconnected) => Err(PopError::Disconnected),
+            Err(TryPopError::Corrupt(c)) => Err(PopError::Corrupt(c)),
+        }
+    }
+
+    #[inline(never)]
+    fn pop_wait(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
+        let att = &self.att;
         let local = &mut self.local;
-        let r = block_on(
-            &ring.header().events.not_empty,
-            self.spin,
-            deadline,
-            || match try_pop_impl(ring, local) {
+        let event = &att.header().events.not_empty;
+        let r = keep_trying(event, self.spin, deadline, || {
+            match try_pop_impl(att, local) {
                 Ok(v) => Some(Ok(v)),
                 Err(TryPopError::Empty) => None,
                 Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
                 Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
-            },
-        );
+            }
+        });
         r.unwrap_or(Err(PopError::Timeout))
     }
 
@@ -599,6 +657,6 @@ impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
         self.att.detach();
         // Wake a producer sleeping in push() so it sees Disconnected.
-        self.att.ring().header().events.not_full.notify();
+        self.att.header().events.not_full.notify();
     }
 }

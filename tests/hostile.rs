@@ -106,8 +106,8 @@ proptest! {
                 Op::PopTimeout => if let Some(rx) = rx.as_mut() { let _ = rx.pop_timeout(short); },
                 Op::Len => { let _ = (q.len(), q.is_empty()); },
                 Op::Reattach => {
-                    tx = None;
-                    rx = None;
+                    // Release both roles before claiming them again.
+                    drop((tx.take(), rx.take()));
                     tx = q.producer().ok();
                     rx = q.consumer().ok();
                 }
