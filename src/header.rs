@@ -382,6 +382,57 @@ pub(crate) struct Expected {
     pub schema: u64,
 }
 
+/// Under loom the header lives on the heap, built from loom's atomics; a
+/// zero-filled segment is the `Default` of every field.
+#[cfg(loom)]
+impl Header {
+    pub(crate) fn new_zeroed() -> Header {
+        let u32_ = || AtomicU32::new(0);
+        let u64_ = || AtomicU64::new(0);
+        Header {
+            identity: Identity {
+                magic: u64_(),
+                version: u32_(),
+                kind: u32_(),
+                elem_size: u64_(),
+                elem_align: u64_(),
+                capacity: u64_(),
+                buffer_size: u64_(),
+                schema: u64_(),
+                total_size: u64_(),
+                slots_offset: u64_(),
+                slot_stride: u64_(),
+                endpoints: u32_(),
+                init: u32_(),
+                creator_pid: u32_(),
+            },
+            head: IndexLine { value: u64_() },
+            tail: IndexLine { value: u64_() },
+            events: Events {
+                not_empty: Event {
+                    epoch: u32_(),
+                    armed: u32_(),
+                },
+                not_full: Event {
+                    epoch: u32_(),
+                    armed: u32_(),
+                },
+            },
+        }
+    }
+}
+
+#[cfg(loom)]
+impl EndpointEntry {
+    pub(crate) fn new_zeroed() -> EndpointEntry {
+        EndpointEntry {
+            state: AtomicU32::new(0),
+            pid: AtomicU32::new(0),
+            claim: AtomicU64::new(0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
+// Under loom the shared-memory half (segment, OFD locks) is not used.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod error;
 mod header;

@@ -5,6 +5,11 @@
 //! references and slot addresses; everything above it is safe code over
 //! `&Header`, `&EndpointEntry` and the two slot-copy functions
 //! ([`Attachment::write_slot`], [`Attachment::read_slot`]).
+//!
+//! Under `--cfg loom` the same `Ring` is backed by a heap-allocated header,
+//! registry and slot cells (loom cannot model `mmap`), and liveness tokens
+//! are loom atomics instead of OFD locks; everything above this module, the
+//! ring algorithm and the waiting protocol, is the same code.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -23,14 +28,42 @@ use crate::wait::{futex_wait, futex_wake_all, Deadline};
 use crate::Error;
 
 pub(crate) struct Ring {
+    #[cfg(not(loom))]
     seg: Segment,
+    #[cfg(loom)]
+    heap: heap::Heap,
     geom: Geometry,
 }
+
+/// The loom stand-in for a mapped segment.
+#[cfg(loom)]
+mod heap {
+    use crate::header::{EndpointEntry, Header};
+
+    pub(crate) struct Heap {
+        pub header: Box<Header>,
+        pub registry: Box<[EndpointEntry]>,
+        /// Liveness tokens: true while an endpoint holds the entry (the OFD
+        /// lock of the real thing; released on drop, as the kernel releases
+        /// the lock on exit).
+        pub tokens: Box<[loom::sync::atomic::AtomicBool]>,
+        /// One loom cell per slot, so loom checks every slot access for races.
+        pub slots: Box<[loom::cell::UnsafeCell<Vec<u8>>]>,
+    }
+}
+
+/// A held liveness token (see `liveness.rs`); under loom, the entry's flag
+/// in the heap, released by [`Attachment`]'s drop.
+#[cfg(not(loom))]
+type Token = liveness::Token;
+#[cfg(loom)]
+#[derive(Debug)]
+struct Token;
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
-            .field("name", &self.seg.name())
+            .field("name", &self.name())
             .field("geometry", &self.geom)
             .finish()
     }
@@ -44,8 +77,50 @@ unsafe impl Send for Ring {}
 // SAFETY: as above; `&Ring` only hands out `&` to atomics.
 unsafe impl Sync for Ring {}
 
+#[cfg(loom)]
+fn no_shm_under_loom() -> Error {
+    Error::InvalidArgument {
+        detail: "shared-memory segments are not available under cfg(loom); use create_in_heap"
+            .into(),
+    }
+}
+
 impl Ring {
+    /// Build the loom stand-in: header, registry and slots on the heap,
+    /// initialised exactly as `create` initialises a segment.
+    #[cfg(loom)]
+    pub(crate) fn create_in_heap(geom: Geometry) -> Ring {
+        let heap = heap::Heap {
+            header: Box::new(Header::new_zeroed()),
+            registry: (0..geom.endpoints)
+                .map(|_| EndpointEntry::new_zeroed())
+                .collect(),
+            tokens: (0..geom.endpoints)
+                .map(|_| loom::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            slots: (0..geom.buffer_size)
+                .map(|_| loom::cell::UnsafeCell::new(vec![0u8; geom.slot_stride]))
+                .collect(),
+        };
+        let ring = Ring { heap, geom };
+        let id = &ring.header().identity;
+        geom.write_identity(id, std::process::id());
+        id.init.store(INIT_READY, Ordering::Release);
+        ring
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn create(_: &str, _: Geometry, _: &SegmentOptions) -> Result<Ring, Error> {
+        Err(no_shm_under_loom())
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn open(_: &str, _: &Expected, _: &SegmentOptions) -> Result<Ring, Error> {
+        Err(no_shm_under_loom())
+    }
+
     /// Create and initialise a segment for `geom`, publishing the header last.
+    #[cfg(not(loom))]
     pub(crate) fn create(name: &str, geom: Geometry, opts: &SegmentOptions) -> Result<Ring, Error> {
         let seg = Segment::create(name, geom.total_size, opts)?;
         let ring = Ring { seg, geom };
@@ -58,6 +133,7 @@ impl Ring {
     }
 
     /// Open, wait (bounded) for initialisation, validate, and copy the geometry.
+    #[cfg(not(loom))]
     pub(crate) fn open(
         name: &str,
         expect: &Expected,
@@ -107,15 +183,50 @@ impl Ring {
     }
 
     pub(crate) fn name(&self) -> &str {
-        self.seg.name()
+        #[cfg(not(loom))]
+        return self.seg.name();
+        #[cfg(loom)]
+        "(loom heap)"
     }
 
+    #[cfg(loom)]
+    pub(crate) fn header(&self) -> &Header {
+        &self.heap.header
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn entry(&self, i: u32) -> &EndpointEntry {
+        &self.heap.registry[i as usize]
+    }
+
+    /// Take the liveness token of entry `index`; `None` if a live endpoint
+    /// holds it.
+    fn take_token(&self, index: u32) -> Result<Option<Token>, Error> {
+        #[cfg(not(loom))]
+        return liveness::acquire(self.seg.fd(), index);
+        #[cfg(loom)]
+        Ok(self.heap.tokens[index as usize]
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Token))
+    }
+
+    /// Whether some endpoint holds the token of entry `index`.
+    fn token_held(&self, index: u32) -> Result<bool, Error> {
+        #[cfg(not(loom))]
+        return liveness::is_held(self.seg.fd(), index);
+        #[cfg(loom)]
+        Ok(self.heap.tokens[index as usize].load(Ordering::Acquire))
+    }
+
+    #[cfg(not(loom))]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: every Ring's segment maps at least HEADER_SIZE bytes
         // (Segment::create sizes it from the geometry, Segment::open checks).
         unsafe { header_at(&self.seg) }
     }
 
+    #[cfg(not(loom))]
     /// Registry entry `i`. Panics if `i` is not below the validated endpoint
     /// count, which only a bug in this crate can cause.
     pub(crate) fn entry(&self, i: u32) -> &EndpointEntry {
@@ -128,6 +239,7 @@ impl Ring {
         unsafe { &*(self.seg.base().add(offset) as *const EndpointEntry) }
     }
 
+    #[cfg(not(loom))]
     /// Start of the slot array. In bounds: `slots_offset <= total_size`,
     /// the mapping's length (checked arithmetic, validated against the file).
     fn slots(&self) -> NonNull<u8> {
@@ -150,8 +262,9 @@ impl Ring {
         let header = NonNull::from(self.header());
         let peer_index = peer;
         let peer = NonNull::from(self.entry(peer_index));
+        #[cfg(not(loom))]
         let slots = self.slots();
-        let Some(token) = liveness::acquire(self.seg.fd(), index)? else {
+        let Some(token) = self.take_token(index)? else {
             return Err(Error::RoleTaken {
                 role,
                 holder_pid: entry.pid.load(Ordering::Relaxed),
@@ -176,6 +289,7 @@ impl Ring {
             header,
             peer,
             peer_index,
+            #[cfg(not(loom))]
             slots,
             buffer_size: self.geom.buffer_size,
             index,
@@ -195,7 +309,7 @@ impl Ring {
         if s & STATUS_MASK != STATUS_ATTACHED {
             return Ok(s & STATUS_MASK);
         }
-        if liveness::is_held(self.seg.fd(), index)? {
+        if self.token_held(index)? {
             return Ok(STATUS_ATTACHED);
         }
         let dead = (s & !STATUS_MASK) | STATUS_DETACHED;
@@ -212,6 +326,7 @@ impl Ring {
 
 /// # Safety
 /// `seg` maps at least `HEADER_SIZE` bytes.
+#[cfg(not(loom))]
 unsafe fn header_at(seg: &Segment) -> &Header {
     debug_assert!(seg.len() >= crate::header::HEADER_SIZE);
     // SAFETY: the base is page-aligned (>= align_of::<Header>() = 128), the
@@ -239,13 +354,14 @@ pub(crate) struct Attachment {
     peer: NonNull<EndpointEntry>,
     peer_index: u32,
     /// `ring.slots()`: `buffer_size` slots of `slot_stride` bytes.
+    #[cfg(not(loom))]
     slots: NonNull<u8>,
     /// `ring.geom().buffer_size`.
     buffer_size: usize,
     index: u32,
     state: u32,
     detached: bool,
-    _token: liveness::Token,
+    _token: Token,
 }
 
 // SAFETY: the pointers are addresses in the mapping owned by `ring`
@@ -296,6 +412,7 @@ impl Attachment {
     /// # Safety
     /// `i < buffer_size`, and `size_of::<T>()`/`align_of::<T>()` equal the
     /// geometry's element size/alignment.
+    #[cfg(not(loom))]
     #[inline]
     unsafe fn slot<T: Pod>(&self, i: usize) -> *mut T {
         debug_assert!(i < self.buffer_size);
@@ -317,10 +434,19 @@ impl Attachment {
     /// or writes it concurrently).
     #[inline]
     pub(crate) unsafe fn write_slot<T: Pod>(&self, i: usize, value: T) {
+        #[cfg(loom)]
+        return self.ring.heap.slots[i].with_mut(|p| {
+            // SAFETY: loom's cell hands out its Vec; stride = size_of::<T>()
+            // bytes, written unaligned (a Vec<u8> is only byte-aligned).
+            unsafe { (*p).as_mut_ptr().cast::<T>().write_unaligned(value) }
+        });
+        #[cfg(not(loom))]
         // SAFETY: in bounds by the contract; aligned because slots_offset
         // and slot_stride are multiples of the alignment and the base is
         // page-aligned; a raw write, never a `&mut T` over shared memory.
-        unsafe { self.slot::<T>(i).write(value) }
+        unsafe {
+            self.slot::<T>(i).write(value)
+        }
     }
 
     /// Copy slot `i` out.
@@ -330,9 +456,17 @@ impl Attachment {
     /// caller.
     #[inline]
     pub(crate) unsafe fn read_slot<T: Pod>(&self, i: usize) -> T {
+        #[cfg(loom)]
+        return self.ring.heap.slots[i].with(|p| {
+            // SAFETY: as in write_slot; any bytes are a valid `T: Pod`.
+            unsafe { (*p).as_ptr().cast::<T>().read_unaligned() }
+        });
+        #[cfg(not(loom))]
         // SAFETY: in bounds and aligned as above; `T: Pod` is valid for any
         // bytes, so even a hostile peer's bytes make a valid `T`.
-        unsafe { self.slot::<T>(i).read() }
+        unsafe {
+            self.slot::<T>(i).read()
+        }
     }
 
     /// Mark the entry DETACHED (idempotent). The token is still held until
@@ -358,5 +492,9 @@ impl Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         self.detach();
+        // The real token is an OFD lock released when `_token` closes; the
+        // loom stand-in is a flag released here, after the detach.
+        #[cfg(loom)]
+        self.ring.heap.tokens[self.index as usize].store(false, Ordering::Release);
     }
 }

@@ -215,6 +215,28 @@ impl<T: Pod> Builder<T> {
         })
     }
 
+    /// Build the ring on the heap for loom model checking (only under
+    /// `--cfg loom`, where shared-memory segments do not exist).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn create_in_heap(self) -> Spsc<T> {
+        let e = self.expected();
+        let geom = Geometry::compute(
+            e.kind,
+            e.elem_size,
+            e.elem_align,
+            self.capacity,
+            e.endpoints,
+            e.schema,
+        )
+        .expect("loom model geometry");
+        Spsc {
+            ring: Arc::new(Ring::create_in_heap(geom)),
+            spin: self.spin,
+            _t: PhantomData,
+        }
+    }
+
     /// Open an existing segment named `name`, validating its header against
     /// `T` and the schema tag.
     pub fn open(self, name: &str) -> Result<Spsc<T>, Error> {
@@ -417,11 +439,15 @@ fn try_push_impl<T: Pod>(
     // below and was released by it (next != out), so we own it.
     unsafe { att.write_slot(local.in_, value) };
     // Release: the slot's bytes happen-before a consumer that Acquires `in`.
+    // (Mutations for the loom suite: see loom-tests/README.md.)
+    #[cfg(shmq_mutation = "wake_before_publish")]
+    h.events.not_empty.notify();
     #[cfg(not(shmq_mutation = "relaxed_publish"))]
     h.head.value.store(next as u64, Ordering::Release);
     #[cfg(shmq_mutation = "relaxed_publish")]
     h.head.value.store(next as u64, Ordering::Relaxed);
     local.in_ = next;
+    #[cfg(not(shmq_mutation = "wake_before_publish"))]
     h.events.not_empty.notify();
     Ok(())
 }

@@ -111,7 +111,12 @@ impl Deadline {
     }
 
     pub(crate) fn passed(self) -> bool {
-        Deadline::now().key() >= self.key()
+        // Under loom every execution must be reproducible: no clocks decide
+        // anything, and models use untimed waits.
+        #[cfg(loom)]
+        return false;
+        #[cfg(not(loom))]
+        return Deadline::now().key() >= self.key();
     }
 
     pub(crate) fn min(self, other: Deadline) -> Deadline {
@@ -144,6 +149,10 @@ impl Throttle {
     /// last true (or this is the first call).
     #[inline]
     pub(crate) fn ready(&mut self, interval: Duration) -> bool {
+        // Under loom: always (deterministic; the check itself is modelled).
+        if cfg!(loom) {
+            return true;
+        }
         let t = rustix::time::clock_gettime(ClockId::MonotonicCoarse);
         // The monotonic clock starts near boot: no overflow for centuries.
         let now = (t.tv_sec as u64)
