@@ -108,6 +108,13 @@ pub enum Error {
         /// The name.
         name: String,
     },
+    /// Every registry entry for this role is held by a live endpoint.
+    RegistryFull {
+        /// The role asked for.
+        role: Role,
+        /// How many endpoints of that role the queue was created for.
+        limit: u32,
+    },
     /// Another live endpoint already holds this role.
     RoleTaken {
         /// The role asked for.
@@ -168,6 +175,11 @@ impl fmt::Display for Error {
                 f,
                 "the {role} role is held by a live endpoint (pid {holder_pid}); \
                  an SPSC queue has one {role} at a time: drop the other one first"
+            ),
+            Error::RegistryFull { role, limit } => write!(
+                f,
+                "all {limit} {role} slots of this queue are held by live endpoints; \
+                 drop one, or create the queue with a higher limit"
             ),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
         }

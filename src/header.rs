@@ -10,9 +10,9 @@
 //! | 0   | [`Identity`]: magic, version, kind, geometry, schema, init word | creator, once |
 //! | 128 | `head` index line (SPSC `in`) | producer |
 //! | 256 | `tail` index line (SPSC `out`) | consumer |
-//! | 384 | [`Events`]: futex words and waiter counts | waiters and notifiers |
-//! | 512 | endpoint registry, [`EndpointEntry`] × `endpoints` | endpoints on attach/detach |
-//! | `slots_offset` | the slot array, `buffer_size` × `slot_stride` bytes | producer writes, consumer reads |
+//! | 384 | [`Events`]: futex words, armed flags, attach and recovery counters | waiters, notifiers, endpoints |
+//! | 512 | endpoint registry, [`EndpointEntry`] × `endpoints`, 128 bytes each | endpoints |
+//! | `slots_offset` | the slot array, `buffer_size` × `slot_stride` bytes | producers write, consumers read |
 //!
 //! Every field is an atomic of fixed width, so a `&Header` over memory that
 //! other processes write is sound, and a hostile peer can at worst make us
@@ -41,7 +41,12 @@ pub(crate) const MAX_ALIGN: usize = 4096;
 pub enum QueueKind {
     /// Single producer, single consumer ring ([`crate::Spsc`]).
     Spsc = 1,
+    /// Many producers, many consumers work queue ([`crate::Mpmc`]).
+    Mpmc = 2,
 }
+
+/// [`Identity::flags`] bit: MPMC slots padded to whole 128-byte lines.
+pub(crate) const FLAG_PADDED_SLOTS: u32 = 1;
 
 /// Line 0: what this segment is. Written once by the creator before `init`.
 #[repr(C, align(128))]
@@ -62,6 +67,11 @@ pub(crate) struct Identity {
     /// Acquire sees every field above. Also a futex word the creator wakes.
     pub init: AtomicU32,
     pub creator_pid: AtomicU32,
+    /// Layout options ([`FLAG_PADDED_SLOTS`]).
+    pub flags: AtomicU32,
+    /// Registry entries `[0, producer_entries)` are producers', the rest
+    /// consumers' (SPSC: 1 and 1).
+    pub producer_entries: AtomicU32,
 }
 
 /// A line holding one index, owned (written) by one side.
@@ -79,14 +89,28 @@ pub(crate) struct Event {
     pub armed: AtomicU32,
 }
 
-/// Line 3: both events. In steady streaming nobody sleeps, so this line is
-/// only read and stays shared in both caches.
+/// Line 3: both events, and counters that change only on attach, detach
+/// and recovery. In steady streaming nobody sleeps or attaches, so this line
+/// is only read and stays shared in every cache.
 #[repr(C, align(128))]
 pub(crate) struct Events {
     /// Consumers sleep here; producers notify after publishing.
     pub not_empty: Event,
     /// Producers sleep here; consumers notify after releasing.
     pub not_full: Event,
+    /// MPMC: producers attached (incremented on attach, decremented exactly
+    /// once per attach, by whoever marks the entry DETACHED).
+    pub producers: AtomicU32,
+    /// MPMC: consumers attached (as `producers`).
+    pub consumers: AtomicU32,
+    /// MPMC: bit 0 once any producer attached, bit 1 once any consumer did;
+    /// "disconnected" means "had one, has none".
+    pub ever: AtomicU32,
+    pub _pad: AtomicU32,
+    /// MPMC: holes left by dead producers that consumers skipped.
+    pub holes: AtomicU64,
+    /// MPMC: slots taken by dead consumers that producers released.
+    pub releases: AtomicU64,
 }
 
 /// Endpoint status, in the low two bits of [`EndpointEntry::state`]; the
@@ -101,14 +125,20 @@ pub(crate) const STATUS_MASK: u32 = 3;
 
 /// One registry entry: an endpoint role and who holds it. The kernel-held
 /// liveness token for entry `i` is an OFD lock on byte `i` of the segment
-/// file (see `liveness.rs`).
-#[repr(C)]
+/// file (see `liveness.rs`). Each entry has its own line: an MPMC endpoint
+/// writes its claim on every operation.
+#[repr(C, align(128))]
 pub(crate) struct EndpointEntry {
     pub state: AtomicU32,
     pub pid: AtomicU32,
-    /// Reserved for the MPMC in-flight claim.
+    /// MPMC: the position this endpoint is claiming or holds, with
+    /// [`CLAIM_ACTIVE`] set; 0 when it holds none. Written before the claim
+    /// is attempted, so a dead claimant can be identified without guessing.
     pub claim: AtomicU64,
 }
+
+/// Set in [`EndpointEntry::claim`] while the claim is live.
+pub(crate) const CLAIM_ACTIVE: u64 = 1 << 63;
 
 /// The fixed part of the header; the registry and slots follow at offsets
 /// recorded in [`Identity`].
@@ -144,6 +174,8 @@ mod layout_pins {
     const_assert_eq!(offset_of!(Identity, endpoints), 80);
     const_assert_eq!(offset_of!(Identity, init), 84);
     const_assert_eq!(offset_of!(Identity, creator_pid), 88);
+    const_assert_eq!(offset_of!(Identity, flags), 92);
+    const_assert_eq!(offset_of!(Identity, producer_entries), 96);
     const_assert_eq!(size_of::<IndexLine>(), LINE);
     const_assert_eq!(size_of::<Event>(), 8);
     const_assert_eq!(offset_of!(Event, epoch), 0);
@@ -151,7 +183,12 @@ mod layout_pins {
     const_assert_eq!(size_of::<Events>(), LINE);
     const_assert_eq!(offset_of!(Events, not_empty), 0);
     const_assert_eq!(offset_of!(Events, not_full), 8);
-    const_assert_eq!(size_of::<EndpointEntry>(), 16);
+    const_assert_eq!(offset_of!(Events, producers), 16);
+    const_assert_eq!(offset_of!(Events, consumers), 20);
+    const_assert_eq!(offset_of!(Events, ever), 24);
+    const_assert_eq!(offset_of!(Events, holes), 32);
+    const_assert_eq!(offset_of!(Events, releases), 40);
+    const_assert_eq!(size_of::<EndpointEntry>(), LINE);
     const_assert_eq!(offset_of!(EndpointEntry, state), 0);
     const_assert_eq!(offset_of!(EndpointEntry, pid), 4);
     const_assert_eq!(offset_of!(EndpointEntry, claim), 8);
@@ -179,10 +216,15 @@ pub(crate) struct Geometry {
     /// Slots in the ring: `capacity + 1` for the SPSC ring (one always empty).
     pub buffer_size: usize,
     pub endpoints: u32,
+    /// Registry entries reserved for producers (the rest are consumers').
+    pub producer_entries: u32,
     pub slots_offset: usize,
     pub slot_stride: usize,
+    /// Offset of the value within a slot (MPMC: after the sequence word).
+    pub value_offset: usize,
     pub total_size: usize,
     pub schema: u64,
+    pub flags: u32,
 }
 
 fn too_big(what: &str) -> Error {
@@ -193,14 +235,30 @@ fn too_big(what: &str) -> Error {
 
 impl Geometry {
     /// Compute the geometry for a new segment, or for checking an existing one.
+        // One parameter per header field it derives from; a struct would only
+    // restate the header.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn compute(
         kind: QueueKind,
         elem_size: usize,
         elem_align: usize,
         capacity: usize,
-        endpoints: u32,
+        producer_entries: u32,
+        consumer_entries: u32,
         schema: u64,
+        flags: u32,
     ) -> Result<Geometry, Error> {
+        if !(1..=MAX_ENDPOINTS).contains(&producer_entries)
+            || !(1..=MAX_ENDPOINTS).contains(&consumer_entries)
+        {
+            return Err(Error::InvalidArgument {
+                detail: format!(
+                    "endpoint limits must be 1..={MAX_ENDPOINTS} each \
+                     (got {producer_entries} producers, {consumer_entries} consumers)"
+                ),
+            });
+        }
+        let endpoints = producer_entries + consumer_entries;
         if capacity == 0 {
             return Err(Error::InvalidArgument {
                 detail: "capacity must be at least 1".into(),
@@ -220,12 +278,31 @@ impl Geometry {
                 ),
             });
         }
-        let buffer_size = match kind {
-            QueueKind::Spsc => capacity
-                .checked_add(1)
-                .ok_or_else(|| too_big("capacity + 1"))?,
+        let (buffer_size, value_offset, slot_stride) = match kind {
+            QueueKind::Spsc => (
+                capacity
+                    .checked_add(1)
+                    .ok_or_else(|| too_big("capacity + 1"))?,
+                0,
+                elem_size,
+            ),
+            QueueKind::Mpmc => {
+                // A slot is its sequence word, then the value: one hand-off
+                // moves one line. Compact slots are a power of two up to a
+                // line, so none straddles two; padded ones own whole lines.
+                let value_offset = 8usize.max(elem_align);
+                let raw = value_offset
+                    .checked_add(elem_size)
+                    .ok_or_else(|| too_big("slot"))?;
+                let stride = if flags & FLAG_PADDED_SLOTS != 0 || raw > LINE {
+                    raw.checked_next_multiple_of(LINE.max(elem_align))
+                } else {
+                    Some(raw.next_power_of_two())
+                }
+                .ok_or_else(|| too_big("slot"))?;
+                (capacity, value_offset, stride)
+            }
         };
-        let slot_stride = elem_size;
         let registry_bytes = (endpoints as usize)
             .checked_mul(core::mem::size_of::<EndpointEntry>())
             .ok_or_else(|| too_big("registry"))?;
@@ -246,10 +323,13 @@ impl Geometry {
             capacity,
             buffer_size,
             endpoints,
+            producer_entries,
             slots_offset,
             slot_stride,
+            value_offset,
             total_size,
             schema,
+            flags,
         })
     }
 
@@ -269,6 +349,8 @@ impl Geometry {
         id.slot_stride.store(self.slot_stride as u64, r);
         id.endpoints.store(self.endpoints, r);
         id.creator_pid.store(creator_pid, r);
+        id.flags.store(self.flags, r);
+        id.producer_entries.store(self.producer_entries, r);
     }
 
     /// Read and validate an identity block that has been published (the
@@ -325,20 +407,36 @@ impl Geometry {
         let capacity = usize::try_from(capacity)
             .map_err(|_| corrupt("capacity", capacity, usize::MAX as u64))?;
         let endpoints = id.endpoints.load(r);
-        if endpoints != expect.endpoints {
+        let producer_entries = id.producer_entries.load(r);
+        if let Some((p, c)) = expect.entries {
+            if (producer_entries, endpoints) != (p, p + c) {
+                return Err(corrupt("endpoint count", endpoints.into(), (p + c).into()));
+            }
+        }
+        if producer_entries == 0 || producer_entries >= endpoints {
             return Err(corrupt(
-                "endpoint count",
+                "producer entries",
+                producer_entries.into(),
                 endpoints.into(),
-                expect.endpoints.into(),
             ));
+        }
+        let flags = id.flags.load(r);
+        let known = match expect.kind {
+            QueueKind::Spsc => 0,
+            QueueKind::Mpmc => FLAG_PADDED_SLOTS,
+        };
+        if flags & !known != 0 {
+            return Err(corrupt("layout flags", flags.into(), known.into()));
         }
         let g = Geometry::compute(
             expect.kind,
             expect.elem_size,
             expect.elem_align,
             capacity,
-            endpoints,
+            producer_entries,
+            endpoints - producer_entries,
             expect.schema,
+            flags,
         )
         .map_err(|_| corrupt("capacity", capacity as u64, isize::MAX as u64))?;
         let check = |what, found: u64, want: usize| {
@@ -378,9 +476,14 @@ pub(crate) struct Expected {
     pub kind: QueueKind,
     pub elem_size: usize,
     pub elem_align: usize,
-    pub endpoints: u32,
+    /// Producer and consumer registry entries, if fixed by the kind (SPSC);
+    /// `None` accepts what the creator chose (MPMC).
+    pub entries: Option<(u32, u32)>,
     pub schema: u64,
 }
+
+/// Most registry entries of one role.
+pub(crate) const MAX_ENDPOINTS: u32 = 1024;
 
 /// Under loom the header lives on the heap, built from loom's atomics; a
 /// zero-filled segment is the `Default` of every field.
@@ -405,6 +508,8 @@ impl Header {
                 endpoints: u32_(),
                 init: u32_(),
                 creator_pid: u32_(),
+                flags: u32_(),
+                producer_entries: u32_(),
             },
             head: IndexLine { value: u64_() },
             tail: IndexLine { value: u64_() },
@@ -417,6 +522,12 @@ impl Header {
                     epoch: u32_(),
                     armed: u32_(),
                 },
+                producers: u32_(),
+                consumers: u32_(),
+                ever: u32_(),
+                _pad: u32_(),
+                holes: u64_(),
+                releases: u64_(),
             },
         }
     }
@@ -439,22 +550,40 @@ mod tests {
 
     #[test]
     fn spsc_geometry_is_capacity_plus_one_slots_after_registry() {
-        let g = Geometry::compute(QueueKind::Spsc, 8, 8, 1024, 2, 0).unwrap();
+        let g = Geometry::compute(QueueKind::Spsc, 8, 8, 1024, 1, 1, 0, 0).unwrap();
         assert_eq!(g.buffer_size, 1025);
-        assert_eq!(g.slots_offset, 640);
-        assert_eq!(g.total_size, 640 + 1025 * 8);
+        assert_eq!(g.slots_offset, 768);
+        assert_eq!(g.total_size, 768 + 1025 * 8);
+    }
+
+    #[test]
+    fn mpmc_slots_never_straddle_a_line() {
+        let g = Geometry::compute(QueueKind::Mpmc, 8, 8, 1000, 64, 64, 0, 0).unwrap();
+        assert_eq!(
+            (g.buffer_size, g.value_offset, g.slot_stride),
+            (1000, 8, 16)
+        );
+        assert_eq!(g.slots_offset, 512 + 128 * 128);
+        let g = Geometry::compute(QueueKind::Mpmc, 40, 8, 4, 1, 1, 0, 0).unwrap();
+        assert_eq!(g.slot_stride, 64);
+        let g = Geometry::compute(QueueKind::Mpmc, 8, 8, 4, 1, 1, 0, FLAG_PADDED_SLOTS).unwrap();
+        assert_eq!(g.slot_stride, 128);
+        let g = Geometry::compute(QueueKind::Mpmc, 200, 8, 4, 1, 1, 0, 0).unwrap();
+        assert_eq!(g.slot_stride, 256);
+        let g = Geometry::compute(QueueKind::Mpmc, 256, 256, 4, 1, 1, 0, 0).unwrap();
+        assert_eq!((g.value_offset, g.slot_stride), (256, 512));
     }
 
     #[test]
     fn geometry_rejects_zero_capacity_and_overflow() {
-        assert!(Geometry::compute(QueueKind::Spsc, 8, 8, 0, 2, 0).is_err());
-        assert!(Geometry::compute(QueueKind::Spsc, 8, 8, usize::MAX, 2, 0).is_err());
-        assert!(Geometry::compute(QueueKind::Spsc, 1 << 40, 8, 1 << 40, 2, 0).is_err());
+        assert!(Geometry::compute(QueueKind::Spsc, 8, 8, 0, 1, 1, 0, 0).is_err());
+        assert!(Geometry::compute(QueueKind::Spsc, 8, 8, usize::MAX, 1, 1, 0, 0).is_err());
+        assert!(Geometry::compute(QueueKind::Spsc, 1 << 40, 8, 1 << 40, 1, 1, 0, 0).is_err());
     }
 
     #[test]
     fn large_alignment_moves_the_slot_array() {
-        let g = Geometry::compute(QueueKind::Spsc, 4096, 4096, 3, 2, 0).unwrap();
+        let g = Geometry::compute(QueueKind::Spsc, 4096, 4096, 3, 1, 1, 0, 0).unwrap();
         assert_eq!(g.slots_offset, 4096);
     }
 }

@@ -46,6 +46,7 @@
 mod error;
 mod header;
 mod liveness;
+pub mod mpmc;
 mod name;
 mod ring;
 mod segment;
@@ -55,6 +56,7 @@ mod wait;
 
 pub use error::{Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError};
 pub use header::QueueKind;
+pub use mpmc::Mpmc;
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use segment::unlink;
 pub use spsc::Spsc;

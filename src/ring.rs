@@ -49,6 +49,8 @@ mod heap {
         pub tokens: Box<[loom::sync::atomic::AtomicBool]>,
         /// One loom cell per slot, so loom checks every slot access for races.
         pub slots: Box<[loom::cell::UnsafeCell<Vec<u8>>]>,
+        /// MPMC slot sequence words (slot `i` starts at `i`).
+        pub seqs: Box<[crate::sync::AtomicU64]>,
     }
 }
 
@@ -101,6 +103,9 @@ impl Ring {
             slots: (0..geom.buffer_size)
                 .map(|_| loom::cell::UnsafeCell::new(vec![0u8; geom.slot_stride]))
                 .collect(),
+            seqs: (0..geom.buffer_size)
+                .map(|i| crate::sync::AtomicU64::new(i as u64))
+                .collect(),
         };
         let ring = Ring { heap, geom };
         let id = &ring.header().identity;
@@ -124,6 +129,18 @@ impl Ring {
     pub(crate) fn create(name: &str, geom: Geometry, opts: &SegmentOptions) -> Result<Ring, Error> {
         let seg = Segment::create(name, geom.total_size, opts)?;
         let ring = Ring { seg, geom };
+        if geom.kind == crate::header::QueueKind::Mpmc {
+            // Vyukov's initial state: slot i expects position i.
+            let base = ring.slots();
+            for i in 0..geom.buffer_size {
+                // SAFETY: as Attachment::seq: slot i's first 8 bytes, inside
+                // the freshly sized mapping, 8-aligned.
+                let seq = unsafe {
+                    &*(base.as_ptr().add(i * geom.slot_stride) as *const crate::sync::AtomicU64)
+                };
+                seq.store(i as u64, Ordering::Relaxed);
+            }
+        }
         let id = &ring.header().identity;
         geom.write_identity(id, std::process::id());
         // Everything above must be visible to an opener that sees READY.
@@ -199,6 +216,20 @@ impl Ring {
         &self.heap.registry[i as usize]
     }
 
+    /// MPMC: the sequence word of slot `i`, for code that holds no
+    /// attachment (panics if `i` is out of range: only a bug can cause it).
+    pub(crate) fn mpmc_seq(&self, i: usize) -> &crate::sync::AtomicU64 {
+        assert!(i < self.geom.buffer_size, "slot index out of range");
+        #[cfg(loom)]
+        return &self.heap.seqs[i];
+        #[cfg(not(loom))]
+        // SAFETY: as Attachment::seq.
+        unsafe {
+            &*(self.slots().as_ptr().add(i * self.geom.slot_stride)
+                as *const crate::sync::AtomicU64)
+        }
+    }
+
     /// Take the liveness token of entry `index`; `None` if a live endpoint
     /// holds it.
     fn take_token(&self, index: u32) -> Result<Option<Token>, Error> {
@@ -212,7 +243,7 @@ impl Ring {
     }
 
     /// Whether some endpoint holds the token of entry `index`.
-    fn token_held(&self, index: u32) -> Result<bool, Error> {
+    pub(crate) fn token_held(&self, index: u32) -> Result<bool, Error> {
         #[cfg(not(loom))]
         return liveness::is_held(self.seg.fd(), index);
         #[cfg(loom)]
@@ -256,6 +287,56 @@ impl Ring {
         peer: u32,
         role: Role,
     ) -> Result<Attachment, Error> {
+        match self.try_attach(index, peer, role, |_| true)? {
+            Some(a) => Ok(a),
+            None => Err(Error::RoleTaken {
+                role,
+                holder_pid: self.entry(index).pid.load(Ordering::Relaxed),
+            }),
+        }
+    }
+
+    /// Claim the first free registry entry in `range` that `accept` agrees
+    /// to reuse (it sees the entry with our token held, before we attach).
+    pub(crate) fn attach_any(
+        self: &Arc<Ring>,
+        range: std::ops::Range<u32>,
+        role: Role,
+        accept: impl Fn(&EndpointEntry) -> bool,
+    ) -> Result<Attachment, Error> {
+        let limit = range.len() as u32;
+        for i in range {
+            if let Some(a) = self.try_attach(i, i, role, &accept)? {
+                return Ok(a);
+            }
+        }
+        Err(Error::RegistryFull { role, limit })
+    }
+
+    /// The attached-endpoint counter of `role` (see [`crate::header::Events`]).
+    pub(crate) fn attached(&self, role: Role) -> &crate::sync::AtomicU32 {
+        let ev = &self.header().events;
+        match role {
+            Role::Producer => &ev.producers,
+            Role::Consumer => &ev.consumers,
+        }
+    }
+
+    fn role_of(&self, index: u32) -> Role {
+        if index < self.geom.producer_entries {
+            Role::Producer
+        } else {
+            Role::Consumer
+        }
+    }
+
+    fn try_attach(
+        self: &Arc<Ring>,
+        index: u32,
+        peer: u32,
+        role: Role,
+        accept: impl FnOnce(&EndpointEntry) -> bool,
+    ) -> Result<Option<Attachment>, Error> {
         crate::wait::init_fences();
         let entry = self.entry(index);
         // Resolved before the role is claimed: these panic only on a bug.
@@ -265,11 +346,14 @@ impl Ring {
         #[cfg(not(loom))]
         let slots = self.slots();
         let Some(token) = self.take_token(index)? else {
-            return Err(Error::RoleTaken {
-                role,
-                holder_pid: entry.pid.load(Ordering::Relaxed),
-            });
+            return Ok(None);
         };
+        if !accept(entry) {
+            #[cfg(loom)]
+            self.heap.tokens[index as usize].store(false, Ordering::Release);
+            drop(token);
+            return Ok(None);
+        }
         // We hold the token, so nobody else attaches; a survivor may still
         // CAS a dead predecessor's state to DETACHED, hence the loop.
         let mut cur = entry.state.load(Ordering::Relaxed);
@@ -284,7 +368,13 @@ impl Ring {
             }
         };
         entry.pid.store(std::process::id(), Ordering::Relaxed);
-        Ok(Attachment {
+        self.attached(role).fetch_add(1, Ordering::AcqRel);
+        let ever = match role {
+            Role::Producer => 1,
+            Role::Consumer => 2,
+        };
+        self.header().events.ever.fetch_or(ever, Ordering::Release);
+        Ok(Some(Attachment {
             ring: Arc::clone(self),
             header,
             peer,
@@ -292,11 +382,13 @@ impl Ring {
             #[cfg(not(loom))]
             slots,
             buffer_size: self.geom.buffer_size,
+            stride: self.geom.slot_stride,
+            value_offset: self.geom.value_offset,
             index,
             state,
             detached: false,
             _token: token,
-        })
+        }))
     }
 
     /// Status of entry `index`, with a dead holder detected and recorded:
@@ -317,7 +409,13 @@ impl Ring {
             .state
             .compare_exchange(s, dead, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => Ok(STATUS_DETACHED),
+            Ok(_) => {
+                // Exactly one decrement per attach: whoever wins this CAS
+                // (or the holder's own detach) does it.
+                self.attached(self.role_of(index))
+                    .fetch_sub(1, Ordering::AcqRel);
+                Ok(STATUS_DETACHED)
+            }
             // Someone attached (or reaped) in between: report what is there now.
             Err(now) => Ok(now & STATUS_MASK),
         }
@@ -358,6 +456,9 @@ pub(crate) struct Attachment {
     slots: NonNull<u8>,
     /// `ring.geom().buffer_size`.
     buffer_size: usize,
+    /// `ring.geom().slot_stride` and `value_offset` (MPMC slot addressing).
+    stride: usize,
+    value_offset: usize,
     index: u32,
     state: u32,
     detached: bool,
@@ -405,6 +506,79 @@ impl Attachment {
     #[inline]
     pub(crate) fn buffer_size(&self) -> usize {
         self.buffer_size
+    }
+
+    /// This endpoint's own registry entry.
+    #[inline]
+    pub(crate) fn own(&self) -> &EndpointEntry {
+        self.ring.entry(self.index)
+    }
+
+    /// MPMC: the sequence word of slot `i` (`i < buffer_size`, checked).
+    #[inline]
+    pub(crate) fn seq(&self, i: usize) -> &crate::sync::AtomicU64 {
+        assert!(i < self.buffer_size, "slot index out of range");
+        #[cfg(loom)]
+        return &self.ring.heap.seqs[i];
+        #[cfg(not(loom))]
+        // SAFETY: slot i starts i * stride bytes into the slot array, which
+        // holds buffer_size slots inside the mapping (checked geometry); the
+        // stride and the array start are multiples of 8, and the sequence
+        // word is an atomic, valid for any bytes.
+        unsafe {
+            &*(self.slots.as_ptr().add(i * self.stride) as *const crate::sync::AtomicU64)
+        }
+    }
+
+    /// MPMC: copy `value` into slot `i`'s value.
+    ///
+    /// # Safety
+    /// `i < buffer_size`; `T` has the geometry's element size and alignment;
+    /// the caller owns the slot by the sequence protocol (it won the position
+    /// and has not yet published it).
+    #[inline]
+    pub(crate) unsafe fn write_value<T: Pod>(&self, i: usize, value: T) {
+        debug_assert!(i < self.buffer_size);
+        #[cfg(loom)]
+        return self.ring.heap.slots[i].with_mut(|p| {
+            // SAFETY: loom's cell hands out its Vec; stride >= size_of::<T>().
+            unsafe { (*p).as_mut_ptr().cast::<T>().write_unaligned(value) }
+        });
+        #[cfg(not(loom))]
+        // SAFETY: in bounds by the contract and the checked geometry
+        // (value_offset + size <= stride); aligned because the array start,
+        // the stride and value_offset are multiples of the alignment; a raw
+        // write, never a `&mut T` over shared memory.
+        unsafe {
+            self.slots
+                .as_ptr()
+                .add(i * self.stride + self.value_offset)
+                .cast::<T>()
+                .write(value)
+        }
+    }
+
+    /// MPMC: copy slot `i`'s value out.
+    ///
+    /// # Safety
+    /// As [`Attachment::write_value`], with the slot published to the caller.
+    #[inline]
+    pub(crate) unsafe fn read_value<T: Pod>(&self, i: usize) -> T {
+        debug_assert!(i < self.buffer_size);
+        #[cfg(loom)]
+        return self.ring.heap.slots[i].with(|p| {
+            // SAFETY: as in write_value; any bytes are a valid `T: Pod`.
+            unsafe { (*p).as_ptr().cast::<T>().read_unaligned() }
+        });
+        #[cfg(not(loom))]
+        // SAFETY: as in write_value; any bytes are a valid `T: Pod`.
+        unsafe {
+            self.slots
+                .as_ptr()
+                .add(i * self.stride + self.value_offset)
+                .cast::<T>()
+                .read()
+        }
     }
 
     /// Address of slot `i` as a `T`.
@@ -480,12 +654,14 @@ impl Attachment {
         // that reads DETACHED with Acquire. A failed CAS means a hostile
         // writer changed the word; leave it, the token drop still frees us.
         let detached = (self.state & !STATUS_MASK) | STATUS_DETACHED;
-        let _ = entry.state.compare_exchange(
-            self.state,
-            detached,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        if entry
+            .state
+            .compare_exchange(self.state, detached, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            let role = self.ring.role_of(self.index);
+            self.ring.attached(role).fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

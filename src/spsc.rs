@@ -190,7 +190,7 @@ impl<T: Pod> Builder<T> {
             kind: QueueKind::Spsc,
             elem_size: core::mem::size_of::<T>(),
             elem_align: core::mem::align_of::<T>(),
-            endpoints: 2,
+            entries: Some((1, 1)),
             schema: self.schema,
         }
     }
@@ -204,8 +204,10 @@ impl<T: Pod> Builder<T> {
             e.elem_size,
             e.elem_align,
             self.capacity,
-            e.endpoints,
+            1,
+            1,
             e.schema,
+            0,
         )?;
         let ring = Ring::create(name, geom, &self.seg)?;
         Ok(Spsc {
@@ -226,8 +228,10 @@ impl<T: Pod> Builder<T> {
             e.elem_size,
             e.elem_align,
             self.capacity,
-            e.endpoints,
+            1,
+            1,
             e.schema,
+            0,
         )
         .expect("loom model geometry");
         Spsc {

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use shmqueue::Spsc;
 
 /// Fixed header + SPSC registry; the slot array starts here for u64 items.
-const HEADER_AND_REGISTRY: usize = 640;
+const HEADER_AND_REGISTRY: usize = 768;
 
 fn poke(name: &str, offset: u64, bytes: &[u8]) {
     let f = OpenOptions::new()

@@ -1,0 +1,922 @@
+//! The lossless many-producer/many-consumer work queue.
+//!
+//! Dmitry Vyukov's bounded MPMC queue over monotonic 64-bit positions: slot
+//! `i` carries a sequence word in its own cache line, next to the value.
+//! A producer at position `p` (slot `p % capacity`) may write when the
+//! sequence equals `p`; it wins the position with a CAS on `head`, writes the
+//! value, and publishes with `seq = p + 1` (Release). A consumer at position
+//! `t` may read when the sequence equals `t + 1`; it wins the position with a
+//! CAS on `tail`, reads, and releases the slot for the next lap with
+//! `seq = t + capacity` (Release). Each item goes to exactly one consumer and
+//! nothing is overwritten: a producer that finds the previous lap's item still
+//! there reports Full and waits.
+//!
+//! ## Killed peers
+//!
+//! A producer killed between winning a position and publishing it leaves a
+//! *hole* that would stall every consumer behind it; a consumer killed between
+//! winning a position and releasing its slot would stall producers one lap
+//! later. So before each CAS an endpoint writes the position it is about to
+//! claim into its own registry entry (`claim`), and clears it after
+//! publishing/releasing. A survivor that sees a slot stalled for longer than
+//! [`STALL_PATIENCE`] looks for the entries claiming that position and asks
+//! the kernel (OFD lock, see `liveness.rs`) whether their holders live:
+//!
+//! * if **any** claimant lives, it waits: a live but slow or SIGSTOPped
+//!   producer is never skipped (a claimant that merely lost the CAS race may
+//!   show the same position for a moment, and the winner always does);
+//! * if **all** claimants are dead, it resolves the slot with one CAS on the
+//!   sequence word, so exactly one survivor does it: a hole is marked
+//!   `seq = t + 1 | SKIP` (consumers take it and deliver nothing), a
+//!   stalled release is completed with `seq = t + capacity`.
+//!
+//! An entry whose last holder died with an unresolved claim is not reused
+//! until the claim is resolved, so the evidence cannot be erased.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::error::{Corruption, PopError, PushError, Role, TryPopError, TryPushError};
+use crate::header::{
+    EndpointEntry, Expected, Geometry, QueueKind, CLAIM_ACTIVE, FLAG_PADDED_SLOTS,
+};
+use crate::ring::{Attachment, Ring};
+use crate::segment::SegmentOptions;
+use crate::sync::Ordering;
+use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};
+use crate::Error;
+
+/// Default limit of attached producers (and, separately, consumers).
+pub const DEFAULT_MAX_ENDPOINTS: u32 = 64;
+/// Default capacity of [`Builder`].
+pub const DEFAULT_CAPACITY: usize = 1024;
+/// How long a slot must stay stalled before its claimants' liveness is
+/// checked. With sleeps of at most 100 ms, a dead peer's slot is recovered
+/// within about 150 ms of a survivor needing it.
+pub const STALL_PATIENCE: Duration = Duration::from_millis(20);
+/// How often an endpoint that finds the queue empty (full) reaps dead
+/// producers (consumers) to decide whether it is disconnected.
+const REAP_INTERVAL: Duration = Duration::from_millis(50);
+/// Marks a slot whose dead producer never published: consumers skip it.
+const SKIP: u64 = 1 << 63;
+
+/// A handle to an MPMC work queue in a POSIX shared-memory segment.
+///
+/// Any number of processes may attach producers and consumers (up to the
+/// limits set at creation, 64 each by default). Every item pushed is popped
+/// by exactly one consumer.
+///
+/// ```
+/// use shmqueue::Mpmc;
+/// let name = format!("/doc-mpmc-{}", std::process::id());
+/// let q = Mpmc::<u64>::create(&name, 4096)?;
+/// let mut tx = q.producer()?;            // may be called again, here and elsewhere
+/// let mut rx = Mpmc::<u64>::open(&name)?.consumer()?;
+/// tx.try_push(1)?;
+/// tx.push(2)?;
+/// tx.push_timeout(3, std::time::Duration::from_millis(5))?;
+/// assert_eq!(rx.try_pop()?, 1);
+/// assert_eq!(rx.pop()?, 2);
+/// assert_eq!(rx.pop_timeout(std::time::Duration::from_millis(5))?, 3);
+/// shmqueue::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Mpmc<T> {
+    ring: Arc<Ring>,
+    spin: u32,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Mpmc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mpmc")
+            .field("name", &self.ring.name())
+            .field("capacity", &self.ring.geom().capacity)
+            .field("elem_size", &self.ring.geom().elem_size)
+            .finish()
+    }
+}
+
+/// Options for creating or opening an [`Mpmc`] queue.
+///
+/// ```
+/// use shmqueue::Mpmc;
+/// let name = format!("/doc-mpmc-builder-{}", std::process::id());
+/// let q = Mpmc::<u64>::builder()
+///     .capacity(1000)
+///     .max_producers(8)
+///     .max_consumers(4)
+///     .padded_slots(true)
+///     .create(&name)?;
+/// assert_eq!(q.capacity(), 1000);
+/// shmqueue::unlink(&name)?;
+/// # Ok::<(), shmqueue::Error>(())
+/// ```
+pub struct Builder<T> {
+    capacity: usize,
+    schema: u64,
+    spin: u32,
+    producers: u32,
+    consumers: u32,
+    padded: bool,
+    seg: SegmentOptions,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("capacity", &self.capacity)
+            .field("schema", &self.schema)
+            .field("spin", &self.spin)
+            .field("producers", &self.producers)
+            .field("consumers", &self.consumers)
+            .field("padded", &self.padded)
+            .field("segment", &self.seg)
+            .finish()
+    }
+}
+
+impl<T: Pod> Default for Builder<T> {
+    fn default() -> Self {
+        Builder {
+            capacity: DEFAULT_CAPACITY,
+            schema: 0,
+            spin: DEFAULT_SPIN,
+            producers: DEFAULT_MAX_ENDPOINTS,
+            consumers: DEFAULT_MAX_ENDPOINTS,
+            padded: false,
+            seg: SegmentOptions::default(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Builder<T> {
+    /// Items the queue can hold (create only; default 1024). Powers of two
+    /// map positions to slots with a mask instead of a division.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+    /// A tag for the meaning of `T` (default 0); see [`crate::spsc::Builder::schema`].
+    pub fn schema(mut self, tag: u64) -> Self {
+        self.schema = tag;
+        self
+    }
+    /// Retries before a blocking call sleeps (default [`DEFAULT_SPIN`]).
+    pub fn spin(mut self, retries: u32) -> Self {
+        self.spin = retries;
+        self
+    }
+    /// Most producers attached at once (create only; default 64, at most 1024).
+    pub fn max_producers(mut self, n: u32) -> Self {
+        self.producers = n;
+        self
+    }
+    /// Most consumers attached at once (create only; default 64, at most 1024).
+    pub fn max_consumers(mut self, n: u32) -> Self {
+        self.consumers = n;
+        self
+    }
+    /// Give every slot whole 128-byte lines (create only; default false).
+    /// Neighbouring slots then never share a line, which helps when many
+    /// endpoints hand off adjacent positions at once; compact slots (a power
+    /// of two up to 128 bytes, never straddling a line) move less memory.
+    pub fn padded_slots(mut self, yes: bool) -> Self {
+        self.padded = yes;
+        self
+    }
+    /// Permission bits of a new segment (default `0o600`); see
+    /// [`crate::spsc::Builder::mode`].
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.seg.mode = mode;
+        self
+    }
+    /// Accept a creation mode that lets every user read or write.
+    pub fn allow_world_access(mut self, yes: bool) -> Self {
+        self.seg.allow_world = yes;
+        self
+    }
+    /// `open`: accept a segment owned by another user.
+    pub fn allow_foreign_owner(mut self, yes: bool) -> Self {
+        self.seg.allow_foreign_owner = yes;
+        self
+    }
+    /// `open`: accept a segment that group or others may write.
+    pub fn allow_shared_write(mut self, yes: bool) -> Self {
+        self.seg.allow_shared_write = yes;
+        self
+    }
+    /// `open`: how long to wait for a creator still initialising (default 2 s).
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.seg.init_timeout = timeout;
+        self
+    }
+
+    fn expected(&self, entries: Option<(u32, u32)>) -> Expected {
+        Expected {
+            kind: QueueKind::Mpmc,
+            elem_size: core::mem::size_of::<T>(),
+            elem_align: core::mem::align_of::<T>(),
+            entries,
+            schema: self.schema,
+        }
+    }
+
+    fn geometry(&self) -> Result<Geometry, Error> {
+        let flags = if self.padded { FLAG_PADDED_SLOTS } else { 0 };
+        Geometry::compute(
+            QueueKind::Mpmc,
+            core::mem::size_of::<T>(),
+            core::mem::align_of::<T>(),
+            self.capacity,
+            self.producers,
+            self.consumers,
+            self.schema,
+            flags,
+        )
+    }
+
+    fn wrap(&self, ring: Ring) -> Mpmc<T> {
+        Mpmc {
+            ring: Arc::new(ring),
+            spin: self.spin,
+            _t: PhantomData,
+        }
+    }
+
+    /// Create a new segment named `name` ([`Error::AlreadyExists`] if taken).
+    pub fn create(self, name: &str) -> Result<Mpmc<T>, Error> {
+        let ring = Ring::create(name, self.geometry()?, &self.seg)?;
+        Ok(self.wrap(ring))
+    }
+
+    /// Build the queue on the heap for loom model checking (only under
+    /// `--cfg loom`).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn create_in_heap(self) -> Mpmc<T> {
+        let ring = Ring::create_in_heap(self.geometry().expect("loom model geometry"));
+        self.wrap(ring)
+    }
+
+    /// Open an existing segment named `name`, validating it against `T`,
+    /// the schema tag and the MPMC kind.
+    pub fn open(self, name: &str) -> Result<Mpmc<T>, Error> {
+        let ring = Ring::open(name, &self.expected(None), &self.seg)?;
+        Ok(self.wrap(ring))
+    }
+}
+
+/// A snapshot of a queue's state, from [`Mpmc::stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Items the queue can hold.
+    pub capacity: usize,
+    /// Items in the queue (including holes not yet skipped).
+    pub len: usize,
+    /// Producers counted as attached (dead ones count until reaped).
+    pub producers: u32,
+    /// Consumers counted as attached.
+    pub consumers: u32,
+    /// Holes left by dead producers that consumers skipped.
+    pub holes_skipped: u64,
+    /// Slots held by dead consumers that producers released.
+    pub slots_released: u64,
+    /// Every registry entry marked attached, with its liveness.
+    pub endpoints: Vec<EndpointStat>,
+}
+
+/// One attached endpoint in [`Stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointStat {
+    /// Producer or consumer.
+    pub role: Role,
+    /// Its registry entry.
+    pub entry: u32,
+    /// The pid it recorded when attaching.
+    pub pid: u32,
+    /// Whether its kernel liveness token is held (false: died, not yet reaped).
+    pub alive: bool,
+}
+
+impl<T: Pod> Mpmc<T> {
+    /// Create a queue holding up to `capacity` items, with default options.
+    pub fn create(name: &str, capacity: usize) -> Result<Self, Error> {
+        Self::builder().capacity(capacity).create(name)
+    }
+
+    /// Open an existing queue with default options.
+    pub fn open(name: &str) -> Result<Self, Error> {
+        Self::builder().open(name)
+    }
+
+    /// Options for [`Builder::create`] and [`Builder::open`].
+    pub fn builder() -> Builder<T> {
+        Builder::default()
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::new(&self.ring)
+    }
+
+    /// Attach a producer. Fails with [`Error::RegistryFull`] when the
+    /// queue's producer limit is reached by live producers.
+    pub fn producer(&self) -> Result<Producer<T>, Error> {
+        let shape = self.shape();
+        let att = self
+            .ring
+            .attach_any(shape.producers.clone(), Role::Producer, |e| {
+                reusable(&self.ring, &shape, e, Role::Producer)
+            })?;
+        att.own().claim.store(0, Ordering::Relaxed);
+        Ok(Producer {
+            att,
+            shape,
+            local: Local::default(),
+            spin: self.spin,
+            _t: PhantomData,
+        })
+    }
+
+    /// Attach a consumer. Fails with [`Error::RegistryFull`] when the
+    /// queue's consumer limit is reached by live consumers.
+    pub fn consumer(&self) -> Result<Consumer<T>, Error> {
+        let shape = self.shape();
+        let att = self
+            .ring
+            .attach_any(shape.consumers.clone(), Role::Consumer, |e| {
+                reusable(&self.ring, &shape, e, Role::Consumer)
+            })?;
+        att.own().claim.store(0, Ordering::Relaxed);
+        Ok(Consumer {
+            att,
+            shape,
+            local: Local::default(),
+            spin: self.spin,
+            _t: PhantomData,
+        })
+    }
+
+    /// Items the queue can hold.
+    pub fn capacity(&self) -> usize {
+        self.ring.geom().capacity
+    }
+
+    /// Items in the queue right now (a snapshot).
+    pub fn len(&self) -> usize {
+        let h = self.ring.header();
+        let head = h.head.value.load(Ordering::Acquire);
+        let tail = h.tail.value.load(Ordering::Acquire);
+        (head.wrapping_sub(tail) as i64).clamp(0, self.capacity() as i64) as usize
+    }
+
+    /// Whether the queue is empty right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.ring.name()
+    }
+
+    /// Attached endpoints and their liveness, length, and recovery counts.
+    pub fn stats(&self) -> Stats {
+        let ev = &self.ring.header().events;
+        let g = self.ring.geom();
+        let endpoints = (0..g.endpoints)
+            .filter_map(|i| {
+                let e = self.ring.entry(i);
+                let s = e.state.load(Ordering::Acquire);
+                (s & crate::header::STATUS_MASK == crate::header::STATUS_ATTACHED).then(|| {
+                    EndpointStat {
+                        role: if i < g.producer_entries {
+                            Role::Producer
+                        } else {
+                            Role::Consumer
+                        },
+                        entry: i,
+                        pid: e.pid.load(Ordering::Relaxed),
+                        alive: self.ring.token_held(i).unwrap_or(true),
+                    }
+                })
+            })
+            .collect();
+        Stats {
+            capacity: g.capacity,
+            len: self.len(),
+            producers: ev.producers.load(Ordering::Acquire),
+            consumers: ev.consumers.load(Ordering::Acquire),
+            holes_skipped: ev.holes.load(Ordering::Relaxed),
+            slots_released: ev.releases.load(Ordering::Relaxed),
+            endpoints,
+        }
+    }
+}
+
+/// The parts of the geometry every operation needs, copied locally.
+#[derive(Clone, Debug)]
+struct Shape {
+    cap: u64,
+    /// `cap - 1` when the capacity is a power of two.
+    mask: Option<u64>,
+    producers: std::ops::Range<u32>,
+    consumers: std::ops::Range<u32>,
+}
+
+impl Shape {
+    fn new(ring: &Ring) -> Shape {
+        let g = ring.geom();
+        let cap = g.capacity as u64;
+        Shape {
+            cap,
+            mask: cap.is_power_of_two().then(|| cap - 1),
+            producers: 0..g.producer_entries,
+            consumers: g.producer_entries..g.endpoints,
+        }
+    }
+
+    #[inline]
+    fn index(&self, pos: u64) -> usize {
+        match self.mask {
+            Some(m) => (pos & m) as usize,
+            None => (pos % self.cap) as usize,
+        }
+    }
+}
+
+/// May a new endpoint take over registry entry `e` (whose token it holds)?
+/// Not while it carries a claim of its dead holder that is still unresolved:
+/// that claim is the evidence survivors use to recover the slot.
+fn reusable(ring: &Ring, shape: &Shape, e: &EndpointEntry, role: Role) -> bool {
+    let claim = e.claim.load(Ordering::Acquire);
+    if claim & CLAIM_ACTIVE == 0 {
+        return true;
+    }
+    let pos = claim & !CLAIM_ACTIVE;
+    let h = ring.header();
+    let i = shape.index(pos);
+    let seq = ring_seq(ring, i).load(Ordering::Acquire) & !SKIP;
+    match role {
+        // Unresolved: the position was won (head moved past it) but never published.
+        Role::Producer => !(seq == pos && before(pos, h.head.value.load(Ordering::Acquire))),
+        // Unresolved: the item was taken (tail moved past it) but never released.
+        Role::Consumer => {
+            !(seq == pos.wrapping_add(1) && before(pos, h.tail.value.load(Ordering::Acquire)))
+        }
+    }
+}
+
+fn ring_seq(ring: &Ring, i: usize) -> &crate::sync::AtomicU64 {
+    ring.mpmc_seq(i)
+}
+
+/// `a < b` on positions that may wrap.
+#[inline]
+fn before(a: u64, b: u64) -> bool {
+    (a.wrapping_sub(b) as i64) < 0
+}
+
+#[derive(Default)]
+struct Local {
+    /// Rate limit of the disconnect reaping.
+    reap: Throttle,
+    /// The stalled position being watched, and since when.
+    stall: Option<(u64, Throttle)>,
+}
+
+impl Local {
+    /// True when `pos` has been seen stalled for at least [`STALL_PATIENCE`]
+    /// (and then again every [`STALL_PATIENCE`]).
+    fn stalled_long(&mut self, pos: u64) -> bool {
+        match &mut self.stall {
+            Some((p, t)) if *p == pos => t.ready(STALL_PATIENCE),
+            _ => {
+                let mut t = Throttle::default();
+                t.ready(STALL_PATIENCE); // starts the clock
+                self.stall = Some((pos, t));
+                cfg!(loom)
+            }
+        }
+    }
+}
+
+/// Have all endpoints of `role` gone (after at least one attached)? Dead
+/// ones are reaped at most every [`REAP_INTERVAL`].
+fn all_gone(att: &Attachment, shape: &Shape, role: Role, reap: &mut Throttle) -> bool {
+    let ring = att.ring();
+    let ev = &att.header().events;
+    let bit = match role {
+        Role::Producer => 1,
+        Role::Consumer => 2,
+    };
+    if ev.ever.load(Ordering::Acquire) & bit == 0 {
+        return false;
+    }
+    if ring.attached(role).load(Ordering::Acquire) == 0 {
+        return true;
+    }
+    if !reap.ready(REAP_INTERVAL) {
+        return false;
+    }
+    let range = match role {
+        Role::Producer => shape.producers.clone(),
+        Role::Consumer => shape.consumers.clone(),
+    };
+    for i in range {
+        let _ = ring.reap(i);
+    }
+    ring.attached(role).load(Ordering::Acquire) == 0
+}
+
+/// Do the entries of `range` that claim `pos` all belong to dead holders (and
+/// is there at least one)? A live claimant, or an error asking, means wait.
+fn claimants_dead(att: &Attachment, range: std::ops::Range<u32>, pos: u64) -> bool {
+    let ring = att.ring();
+    let want = pos | CLAIM_ACTIVE;
+    let mut found = false;
+    for i in range {
+        if ring.entry(i).claim.load(Ordering::Acquire) == want {
+            found = true;
+            if ring.token_held(i).unwrap_or(true) {
+                return false;
+            }
+        }
+    }
+    found
+}
+
+fn clear_claims(att: &Attachment, range: std::ops::Range<u32>, pos: u64) {
+    let want = pos | CLAIM_ACTIVE;
+    for i in range {
+        let _ = att.ring().entry(i).claim.compare_exchange(
+            want,
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+fn corrupt(what: &'static str, found: u64, limit: u64) -> Corruption {
+    Corruption { what, found, limit }
+}
+
+/// A producer endpoint of an [`Mpmc`] queue. `Send`; attach one per thread.
+pub struct Producer<T> {
+    att: Attachment,
+    shape: Shape,
+    local: Local,
+    spin: u32,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("mpmc::Producer")
+            .field("name", &self.att.ring().name())
+            .finish()
+    }
+}
+
+enum PushOutcome {
+    Pushed,
+    Full,
+    Disconnected,
+    Corrupt(Corruption),
+}
+
+#[inline]
+fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: T) -> PushOutcome {
+    let h = att.header();
+    let ev = &h.events;
+    let me = att.own();
+    // Bit 1 of `ever` set and no consumer attached: nobody will ever pop.
+    if ev.ever.load(Ordering::Relaxed) & 2 != 0 && ev.consumers.load(Ordering::Relaxed) == 0 {
+        return PushOutcome::Disconnected;
+    }
+    let mut pos = h.head.value.load(Ordering::Relaxed);
+    loop {
+        let i = shape.index(pos);
+        let seq = att.seq(i).load(Ordering::Acquire);
+        if seq == pos {
+            // Evidence first: if we die after winning, survivors find us.
+            me.claim.store(pos | CLAIM_ACTIVE, Ordering::Relaxed);
+            // Release on success orders the claim before the new head.
+            match h.head.value.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    #[cfg(feature = "test-hooks")]
+                    test_hooks::after_claim(Role::Producer);
+                    // SAFETY: i < capacity (Shape::index); T matches the
+                    // validated geometry; winning `pos` while seq == pos gives
+                    // us the slot until we publish it.
+                    unsafe { att.write_value(i, value) };
+                    // Release: the value happens-before a consumer that
+                    // Acquires seq == pos + 1.
+                    att.seq(i).store(pos.wrapping_add(1), Ordering::Release);
+                    me.claim.store(0, Ordering::Release);
+                    ev.not_empty.notify();
+                    return PushOutcome::Pushed;
+                }
+                Err(now) => pos = now,
+            }
+        } else if before(seq & !SKIP, pos) {
+            // The slot still holds the item of position pos - capacity.
+            me.claim.store(0, Ordering::Relaxed);
+            let old = pos.wrapping_sub(shape.cap);
+            let taken = before(old, h.tail.value.load(Ordering::Acquire));
+            if taken && (seq & !SKIP) == old.wrapping_add(1) && local.stalled_long(pos) {
+                // A consumer won `old` but has not released it for a while.
+                if claimants_dead(att, shape.consumers.clone(), old)
+                    && att
+                        .seq(i)
+                        .compare_exchange(seq, pos, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    ev.releases.fetch_add(1, Ordering::Relaxed);
+                    clear_claims(att, shape.consumers.clone(), old);
+                    continue;
+                }
+            }
+            if all_gone(att, shape, Role::Consumer, &mut local.reap) {
+                return PushOutcome::Disconnected;
+            }
+            return PushOutcome::Full;
+        } else {
+            // Another producer won `pos`; move on. A head that does not move
+            // past a slot already written for a later lap is corrupt.
+            let now = h.head.value.load(Ordering::Relaxed);
+            if now == pos {
+                me.claim.store(0, Ordering::Relaxed);
+                return PushOutcome::Corrupt(corrupt("slot sequence", seq, pos));
+            }
+            pos = now;
+        }
+    }
+}
+
+impl<T: Pod> Producer<T> {
+    /// Push without blocking: [`TryPushError::Full`] if there is no free
+    /// slot, [`TryPushError::Disconnected`] if every consumer has gone.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
+        match push_impl(&self.att, &self.shape, &mut self.local, value) {
+            PushOutcome::Pushed => Ok(()),
+            PushOutcome::Full => Err(TryPushError::Full(value)),
+            PushOutcome::Disconnected => Err(TryPushError::Disconnected(value)),
+            PushOutcome::Corrupt(c) => Err(TryPushError::Corrupt(value, c)),
+        }
+    }
+
+    /// Push, waiting while the queue is full (spin, then futex).
+    #[inline]
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, None)
+    }
+
+    /// Like [`Producer::push`], giving up after `timeout`.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, Some(Deadline::after(timeout)))
+    }
+
+    #[inline]
+    fn push_until(&mut self, value: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+        let attempt = |att: &Attachment, shape: &Shape, local: &mut Local| match push_impl(
+            att, shape, local, value,
+        ) {
+            PushOutcome::Pushed => Some(Ok(())),
+            PushOutcome::Full => None,
+            PushOutcome::Disconnected => Some(Err(PushError::Disconnected(value))),
+            PushOutcome::Corrupt(c) => Some(Err(PushError::Corrupt(value, c))),
+        };
+        let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
+        if let Some(r) = attempt(att, shape, local) {
+            return r;
+        }
+        keep_trying(&att.header().events.not_full, self.spin, deadline, || {
+            attempt(att, shape, local)
+        })
+        .unwrap_or(Err(PushError::Timeout(value)))
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        self.att.own().claim.store(0, Ordering::Release);
+        self.att.detach();
+        // Consumers sleeping on an empty queue re-check: maybe disconnected now.
+        self.att.header().events.not_empty.notify();
+    }
+}
+
+/// A consumer endpoint of an [`Mpmc`] queue. `Send`; attach one per thread.
+pub struct Consumer<T> {
+    att: Attachment,
+    shape: Shape,
+    local: Local,
+    spin: u32,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("mpmc::Consumer")
+            .field("name", &self.att.ring().name())
+            .finish()
+    }
+}
+
+#[inline]
+fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Result<T, TryPopError> {
+    let h = att.header();
+    let ev = &h.events;
+    let me = att.own();
+    let mut pos = h.tail.value.load(Ordering::Relaxed);
+    loop {
+        let i = shape.index(pos);
+        let seq = att.seq(i).load(Ordering::Acquire);
+        if seq & !SKIP == pos.wrapping_add(1) {
+            me.claim.store(pos | CLAIM_ACTIVE, Ordering::Relaxed);
+            match h.tail.value.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    #[cfg(feature = "test-hooks")]
+                    test_hooks::after_claim(Role::Consumer);
+                    // Only the winner of `pos` touches the slot until it
+                    // releases it, so `seq` is still what we loaded.
+                    let value = if seq & SKIP == 0 {
+                        // SAFETY: i < capacity; T matches the geometry; the
+                        // producer published the slot (seq == pos + 1 read
+                        // with Acquire) and we own it until the store below.
+                        Some(unsafe { att.read_value::<T>(i) })
+                    } else {
+                        None
+                    };
+                    // Release: our read happens-before the next lap's write.
+                    att.seq(i)
+                        .store(pos.wrapping_add(shape.cap), Ordering::Release);
+                    me.claim.store(0, Ordering::Release);
+                    ev.not_full.notify();
+                    match value {
+                        Some(v) => return Ok(v),
+                        // A skipped hole: nothing to deliver, take the next.
+                        None => pos = pos.wrapping_add(1),
+                    }
+                }
+                Err(now) => pos = now,
+            }
+        } else if before(seq & !SKIP, pos.wrapping_add(1)) {
+            // Not published for this lap yet.
+            me.claim.store(0, Ordering::Relaxed);
+            let head = h.head.value.load(Ordering::Acquire);
+            if !before(pos, head) {
+                // Empty. Disconnected only if no producer can come back with
+                // more, and nothing was published meanwhile.
+                if all_gone(att, shape, Role::Producer, &mut local.reap)
+                    && att.seq(i).load(Ordering::Acquire) == seq
+                    && !before(pos, h.head.value.load(Ordering::Acquire))
+                {
+                    return Err(TryPopError::Disconnected);
+                }
+                return Err(TryPopError::Empty);
+            }
+            // Won by a producer, not yet published: in flight, or a hole.
+            if seq == pos
+                && local.stalled_long(pos)
+                && claimants_dead(att, shape.producers.clone(), pos)
+                && att
+                    .seq(i)
+                    .compare_exchange(
+                        pos,
+                        pos.wrapping_add(1) | SKIP,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+            {
+                ev.holes.fetch_add(1, Ordering::Relaxed);
+                clear_claims(att, shape.producers.clone(), pos);
+                continue;
+            }
+            return Err(TryPopError::Empty);
+        } else {
+            let now = h.tail.value.load(Ordering::Relaxed);
+            if now == pos {
+                me.claim.store(0, Ordering::Relaxed);
+                return Err(TryPopError::Corrupt(corrupt("slot sequence", seq, pos)));
+            }
+            pos = now;
+        }
+    }
+}
+
+impl<T: Pod> Consumer<T> {
+    /// Pop without blocking: [`TryPopError::Empty`] if nothing is ready,
+    /// [`TryPopError::Disconnected`] once the queue is drained and every
+    /// producer has gone.
+    #[inline]
+    pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        pop_impl(&self.att, &self.shape, &mut self.local)
+    }
+
+    /// Pop, waiting while the queue is empty (spin, then futex).
+    #[inline]
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(None)
+    }
+
+    /// Like [`Consumer::pop`], giving up after `timeout`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(Some(Deadline::after(timeout)))
+    }
+
+    #[inline]
+    fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
+        let attempt = |att: &Attachment, shape: &Shape, local: &mut Local| match pop_impl(
+            att, shape, local,
+        ) {
+            Ok(v) => Some(Ok(v)),
+            Err(TryPopError::Empty) => None,
+            Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
+            Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
+        };
+        let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
+        if let Some(r) = attempt(att, shape, local) {
+            return r;
+        }
+        keep_trying(&att.header().events.not_empty, self.spin, deadline, || {
+            attempt(att, shape, local)
+        })
+        .unwrap_or(Err(PopError::Timeout))
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        self.att.own().claim.store(0, Ordering::Release);
+        self.att.detach();
+        // Producers sleeping on a full queue re-check: maybe disconnected now.
+        self.att.header().events.not_full.notify();
+    }
+}
+
+/// Fault injection for tests (feature `test-hooks`): freeze this process's
+/// endpoints of one role right after they win their `n`-th position, before
+/// they publish (producers) or release (consumers) it, so that a test can
+/// SIGKILL the process at exactly that point.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use crate::error::Role;
+
+    static PRODUCER_CLAIMS: AtomicU64 = AtomicU64::new(0);
+    static CONSUMER_CLAIMS: AtomicU64 = AtomicU64::new(0);
+    static FROZEN: AtomicBool = AtomicBool::new(false);
+
+    /// Freeze the `n`-th claim (1-based) of `role` in this process; 0 disarms.
+    pub fn freeze_after_claims(role: Role, n: u64) {
+        match role {
+            Role::Producer => PRODUCER_CLAIMS.store(n, Ordering::SeqCst),
+            Role::Consumer => CONSUMER_CLAIMS.store(n, Ordering::SeqCst),
+        }
+    }
+
+    /// Whether an endpoint of this process is frozen inside a claim.
+    pub fn frozen() -> bool {
+        FROZEN.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn after_claim(role: Role) {
+        let c = match role {
+            Role::Producer => &PRODUCER_CLAIMS,
+            Role::Consumer => &CONSUMER_CLAIMS,
+        };
+        if c.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if c.fetch_sub(1, Ordering::SeqCst) == 1 {
+            FROZEN.store(true, Ordering::SeqCst);
+            loop {
+                // Frozen until killed; the test's deadline bounds this.
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    }
+}
