@@ -1,30 +1,44 @@
 #!/usr/bin/env bash
 # Model-check shmqueue with loom, then show that each deliberate mutation is
 # rejected. Usage: loom-tests/run.sh [--deep]
-#   default: LOOM_MAX_PREEMPTIONS=4 (CI; ~35 s of checking on 2 cores)
-#   --deep:  LOOM_MAX_PREEMPTIONS=5 (release checks; ~5 min)
+#   default (CI):  SPSC at LOOM_MAX_PREEMPTIONS=4 (~35 s), MPMC at 3 (~35 s)
+#   --deep:        SPSC at 5 (~5 min), MPMC at 4 (~5 min), for release checks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom"
 export CARGO_TARGET_DIR=target/loom
-export LOOM_MAX_PREEMPTIONS=4
+spsc_bound=4
+mpmc_bound=3
 if [ "${1:-}" = "--deep" ]; then
-    export LOOM_MAX_PREEMPTIONS=5
+    spsc_bound=5
+    mpmc_bound=4
 fi
 
-echo "== loom: the real code (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
-SHMQ_MUTATION= cargo test --release -p loom-tests
+run() { # bound test-file [cargo args...]
+    local bound=$1 file=$2
+    shift 2
+    LOOM_MAX_PREEMPTIONS=$bound cargo test --release -p loom-tests --test "$file" "$@"
+}
+
+echo "== loom: SPSC and waiting protocol (LOOM_MAX_PREEMPTIONS=$spsc_bound)"
+SHMQ_MUTATION= run "$spsc_bound" spsc
+echo "== loom: MPMC (LOOM_MAX_PREEMPTIONS=$mpmc_bound)"
+SHMQ_MUTATION= run "$mpmc_bound" mpmc
 
 # Each mutation is a known bug compiled in through build.rs; loom must fail.
 failed=0
-for m in relaxed_publish no_waiter_fence wake_before_publish; do
-    echo "== loom must reject mutation: $m"
-    if SHMQ_MUTATION=$m cargo test --release -p loom-tests >"target/loom-$m.log" 2>&1; then
-        echo "MUTATION SURVIVED: $m (loom found nothing; see target/loom-$m.log)" >&2
+for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant; do
+    file=${m%%:*}
+    name=${m#*:}
+    echo "== loom must reject mutation: $name (tests/$file.rs)"
+    if SHMQ_MUTATION=$name run 3 "$file" >"target/loom-$name.log" 2>&1; then
+        echo "MUTATION SURVIVED: $name (loom found nothing; see target/loom-$name.log)" >&2
         failed=1
     else
-        grep -m1 -E "panicked at|deadlock|Causality|data race" "target/loom-$m.log" || true
-        echo "rejected: $m"
+        grep -m1 -oE "Causality violation[^.]*|deadlock|assertion[^:]*" "target/loom-$name.log" || true
+        echo "rejected: $name"
     fi
 done
+# Rebuild the unmutated library so later builds do not reuse a mutant.
+SHMQ_MUTATION= cargo build --release -p loom-tests >/dev/null 2>&1 || true
 exit $failed

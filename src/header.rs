@@ -235,7 +235,7 @@ fn too_big(what: &str) -> Error {
 
 impl Geometry {
     /// Compute the geometry for a new segment, or for checking an existing one.
-        // One parameter per header field it derives from; a struct would only
+    // One parameter per header field it derives from; a struct would only
     // restate the header.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn compute(
@@ -287,6 +287,17 @@ impl Geometry {
                 elem_size,
             ),
             QueueKind::Mpmc => {
+                // With one slot, "published for position p" (seq p + 1) and
+                // "free for position p + 1" (seq p + capacity) would be the
+                // same value: a producer could overwrite an unconsumed item
+                // (found by the loom model one_producer_two_consumers_wrap).
+                if capacity < 2 {
+                    return Err(Error::InvalidArgument {
+                        detail: "an MPMC queue needs a capacity of at least 2; \
+                                 use an Spsc ring for a single-slot hand-off"
+                            .into(),
+                    });
+                }
                 // A slot is its sequence word, then the value: one hand-off
                 // moves one line. Compact slots are a power of two up to a
                 // line, so none straddles two; padded ones own whole lines.
@@ -572,6 +583,7 @@ mod tests {
         assert_eq!(g.slot_stride, 256);
         let g = Geometry::compute(QueueKind::Mpmc, 256, 256, 4, 1, 1, 0, 0).unwrap();
         assert_eq!((g.value_offset, g.slot_stride), (256, 512));
+        assert!(Geometry::compute(QueueKind::Mpmc, 8, 8, 1, 1, 1, 0, 0).is_err());
     }
 
     #[test]

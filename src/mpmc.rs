@@ -489,6 +489,11 @@ struct Local {
     reap: Throttle,
     /// The stalled position being watched, and since when.
     stall: Option<(u64, Throttle)>,
+    /// loom models: "die" right after the next won position.
+    #[cfg(loom)]
+    die_after_claim: bool,
+    #[cfg(loom)]
+    died: bool,
 }
 
 impl Local {
@@ -586,6 +591,8 @@ impl<T> fmt::Debug for Producer<T> {
 }
 
 enum PushOutcome {
+    #[cfg(loom)]
+    Died,
     Pushed,
     Full,
     Disconnected,
@@ -618,6 +625,11 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
                 Ok(_) => {
                     #[cfg(feature = "test-hooks")]
                     test_hooks::after_claim(Role::Producer);
+                    #[cfg(loom)]
+                    if local.die_after_claim {
+                        local.died = true;
+                        return PushOutcome::Died;
+                    }
                     // SAFETY: i < capacity (Shape::index); T matches the
                     // validated geometry; winning `pos` while seq == pos gives
                     // us the slot until we publish it.
@@ -672,6 +684,8 @@ impl<T: Pod> Producer<T> {
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         match push_impl(&self.att, &self.shape, &mut self.local, value) {
+            #[cfg(loom)]
+            PushOutcome::Died => Err(TryPushError::Disconnected(value)),
             PushOutcome::Pushed => Ok(()),
             PushOutcome::Full => Err(TryPushError::Full(value)),
             PushOutcome::Disconnected => Err(TryPushError::Disconnected(value)),
@@ -695,6 +709,8 @@ impl<T: Pod> Producer<T> {
         let attempt = |att: &Attachment, shape: &Shape, local: &mut Local| match push_impl(
             att, shape, local, value,
         ) {
+            #[cfg(loom)]
+            PushOutcome::Died => Some(Err(PushError::Disconnected(value))),
             PushOutcome::Pushed => Some(Ok(())),
             PushOutcome::Full => None,
             PushOutcome::Disconnected => Some(Err(PushError::Disconnected(value))),
@@ -711,8 +727,25 @@ impl<T: Pod> Producer<T> {
     }
 }
 
+impl<T: Pod> Producer<T> {
+    /// loom models only: make the next push win its position and then "die"
+    /// (return without publishing); dropping the producer afterwards does
+    /// what the kernel does for a killed process: releases the liveness
+    /// token, and nothing else.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn die_after_next_claim(&mut self) {
+        self.local.die_after_claim = true;
+    }
+}
+
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
+        #[cfg(loom)]
+        if self.local.died {
+            self.att.kill();
+            return;
+        }
         self.att.own().claim.store(0, Ordering::Release);
         self.att.detach();
         // Consumers sleeping on an empty queue re-check: maybe disconnected now.
@@ -796,9 +829,14 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
                 return Err(TryPopError::Empty);
             }
             // Won by a producer, not yet published: in flight, or a hole.
+            #[cfg(not(shmq_mutation = "skip_live_claimant"))]
+            let dead = |att, pos| claimants_dead(att, shape.producers.clone(), pos);
+            // Mutation for the loom suite: skip without asking the kernel.
+            #[cfg(shmq_mutation = "skip_live_claimant")]
+            let dead = |_: &Attachment, _: u64| true;
             if seq == pos
                 && local.stalled_long(pos)
-                && claimants_dead(att, shape.producers.clone(), pos)
+                && dead(att, pos)
                 && att
                     .seq(i)
                     .compare_exchange(

@@ -643,6 +643,13 @@ impl Attachment {
         }
     }
 
+    /// loom models: behave as if the holder's process was killed: no detach
+    /// on drop, only the token release the kernel would do.
+    #[cfg(loom)]
+    pub(crate) fn kill(&mut self) {
+        self.detached = true;
+    }
+
     /// Mark the entry DETACHED (idempotent). The token is still held until
     /// drop, so the caller can wake its peer in between.
     pub(crate) fn detach(&mut self) {
