@@ -280,9 +280,9 @@ pub struct Stats {
     pub capacity: usize,
     /// Items in the queue (including holes not yet skipped).
     pub len: usize,
-    /// Producers counted as attached (dead ones count until reaped).
+    /// Producer entries marked attached (dead ones count until reaped).
     pub producers: u32,
-    /// Consumers counted as attached.
+    /// Consumer entries marked attached (dead ones count until reaped).
     pub consumers: u32,
     /// Holes left by dead producers that consumers skipped.
     pub holes_skipped: u64,
@@ -390,7 +390,7 @@ impl<T: Pod> Mpmc<T> {
     pub fn stats(&self) -> Stats {
         let ev = &self.ring.header().events;
         let g = self.ring.geom();
-        let endpoints = (0..g.endpoints)
+        let endpoints: Vec<EndpointStat> = (0..g.endpoints)
             .filter_map(|i| {
                 let e = self.ring.entry(i);
                 let s = e.state.load(Ordering::Acquire);
@@ -408,11 +408,17 @@ impl<T: Pod> Mpmc<T> {
                 })
             })
             .collect();
+        let count = |r| {
+            endpoints
+                .iter()
+                .filter(|e: &&EndpointStat| e.role == r)
+                .count() as u32
+        };
         Stats {
             capacity: g.capacity,
             len: self.len(),
-            producers: ev.producers.load(Ordering::Acquire),
-            consumers: ev.consumers.load(Ordering::Acquire),
+            producers: count(Role::Producer),
+            consumers: count(Role::Consumer),
             holes_skipped: ev.holes.load(Ordering::Relaxed),
             slots_released: ev.releases.load(Ordering::Relaxed),
             endpoints,
@@ -512,32 +518,35 @@ impl Local {
     }
 }
 
-/// Have all endpoints of `role` gone (after at least one attached)? Dead
-/// ones are reaped at most every [`REAP_INTERVAL`].
+/// Have all endpoints of `role` gone (after at least one attached)?
+///
+/// Decided by the registry itself: every entry of the role is reaped (a
+/// dead ATTACHED holder becomes DETACHED) and none may remain ATTACHED. The
+/// attached counter is only a hint of when to look: it is updated apart from
+/// the entries, so a process killed between the two can leave it off by one
+/// (found by the kill-injection tests). When it reads 0 we scan every time,
+/// so a real disconnect is reported consistently; otherwise at most every
+/// [`REAP_INTERVAL`], which is how dead holders are found.
 fn all_gone(att: &Attachment, shape: &Shape, role: Role, reap: &mut Throttle) -> bool {
     let ring = att.ring();
-    let ev = &att.header().events;
     let bit = match role {
         Role::Producer => 1,
         Role::Consumer => 2,
     };
-    if ev.ever.load(Ordering::Acquire) & bit == 0 {
+    if att.header().events.ever.load(Ordering::Acquire) & bit == 0 {
         return false;
     }
-    if ring.attached(role).load(Ordering::Acquire) == 0 {
-        return true;
-    }
-    if !reap.ready(REAP_INTERVAL) {
+    if ring.attached(role).load(Ordering::Acquire) != 0 && !reap.ready(REAP_INTERVAL) {
         return false;
     }
     let range = match role {
         Role::Producer => shape.producers.clone(),
         Role::Consumer => shape.consumers.clone(),
     };
-    for i in range {
-        let _ = ring.reap(i);
-    }
-    ring.attached(role).load(Ordering::Acquire) == 0
+    // An entry still ATTACHED (alive), or an error asking, means not gone.
+    range
+        .into_iter()
+        .all(|i| matches!(ring.reap(i), Ok(s) if s != crate::header::STATUS_ATTACHED))
 }
 
 /// Do the entries of `range` that claim `pos` all belong to dead holders (and
@@ -604,8 +613,12 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
     let h = att.header();
     let ev = &h.events;
     let me = att.own();
-    // Bit 1 of `ever` set and no consumer attached: nobody will ever pop.
-    if ev.ever.load(Ordering::Relaxed) & 2 != 0 && ev.consumers.load(Ordering::Relaxed) == 0 {
+    // Consumers existed and the counter says none is left: confirm from the
+    // registry (the counter is a hint, see all_gone).
+    if ev.ever.load(Ordering::Relaxed) & 2 != 0
+        && ev.consumers.load(Ordering::Relaxed) == 0
+        && all_gone(att, shape, Role::Consumer, &mut local.reap)
+    {
         return PushOutcome::Disconnected;
     }
     let mut pos = h.head.value.load(Ordering::Relaxed);

@@ -368,7 +368,11 @@ impl Ring {
             }
         };
         entry.pid.store(std::process::id(), Ordering::Relaxed);
-        self.attached(role).fetch_add(1, Ordering::AcqRel);
+        // Taking over an entry still marked ATTACHED (its holder died and
+        // was not reaped yet) inherits that holder's count.
+        if cur & STATUS_MASK != STATUS_ATTACHED {
+            self.attached(role).fetch_add(1, Ordering::AcqRel);
+        }
         let ever = match role {
             Role::Producer => 1,
             Role::Consumer => 2,
