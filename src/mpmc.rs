@@ -660,8 +660,13 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
             // The slot still holds the item of position pos - capacity.
             me.claim.store(0, Ordering::Relaxed);
             let old = pos.wrapping_sub(shape.cap);
-            let taken = before(old, h.tail.value.load(Ordering::Acquire));
-            if taken && (seq & !SKIP) == old.wrapping_add(1) && local.stalled_long(pos) {
+            // Only a slot stalled for a while is worth asking whether a
+            // consumer has taken `old` (tail moved past it): reading `tail`,
+            // the consumers' line, on every full poll takes it from them.
+            if (seq & !SKIP) == old.wrapping_add(1)
+                && local.stalled_long(pos)
+                && before(old, h.tail.value.load(Ordering::Acquire))
+            {
                 // A consumer won `old` but has not released it for a while.
                 if claimants_dead(att, shape.consumers.clone(), old)
                     && att
@@ -827,13 +832,22 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
                 Err(now) => pos = now,
             }
         } else if before(seq & !SKIP, pos.wrapping_add(1)) {
-            // Not published for this lap yet.
+            // Not published for this lap yet: empty, or won by a producer
+            // and in flight. Either way Empty, unless the slot has stalled
+            // or every producer has gone: only then is `head` read. It is
+            // the producers' line; reading it on every empty poll would take
+            // it from them, and their next CAS would have to fetch it back.
             me.claim.store(0, Ordering::Relaxed);
+            let stalled = seq == pos && local.stalled_long(pos);
+            let gone = !stalled && all_gone(att, shape, Role::Producer, &mut local.reap);
+            if !stalled && !gone {
+                return Err(TryPopError::Empty);
+            }
             let head = h.head.value.load(Ordering::Acquire);
             if !before(pos, head) {
                 // Empty. Disconnected only if no producer can come back with
                 // more, and nothing was published meanwhile.
-                if all_gone(att, shape, Role::Producer, &mut local.reap)
+                if (gone || all_gone(att, shape, Role::Producer, &mut local.reap))
                     && att.seq(i).load(Ordering::Acquire) == seq
                     && !before(pos, h.head.value.load(Ordering::Acquire))
                 {
@@ -847,8 +861,7 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
             // Mutation for the loom suite: skip without asking the kernel.
             #[cfg(shmq_mutation = "skip_live_claimant")]
             let dead = |_: &Attachment, _: u64| true;
-            if seq == pos
-                && local.stalled_long(pos)
+            if stalled
                 && dead(att, pos)
                 && att
                     .seq(i)

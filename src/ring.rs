@@ -382,6 +382,7 @@ impl Ring {
             ring: Arc::clone(self),
             header,
             peer,
+            own: NonNull::from(entry),
             peer_index,
             #[cfg(not(loom))]
             slots,
@@ -454,6 +455,9 @@ pub(crate) struct Attachment {
     header: NonNull<Header>,
     /// `ring.entry(peer_index)`.
     peer: NonNull<EndpointEntry>,
+    /// `ring.entry(index)`: this endpoint's own entry, written on every
+    /// MPMC claim.
+    own: NonNull<EndpointEntry>,
     peer_index: u32,
     /// `ring.slots()`: `buffer_size` slots of `slot_stride` bytes.
     #[cfg(not(loom))]
@@ -515,7 +519,9 @@ impl Attachment {
     /// This endpoint's own registry entry.
     #[inline]
     pub(crate) fn own(&self) -> &EndpointEntry {
-        self.ring.entry(self.index)
+        // SAFETY: `own` is `ring.entry(index)`, which lives as long as the
+        // mapping, which `self.ring` keeps alive for as long as `&self`.
+        unsafe { self.own.as_ref() }
     }
 
     /// MPMC: the sequence word of slot `i` (`i < buffer_size`, checked).
