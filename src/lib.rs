@@ -48,6 +48,7 @@ mod header;
 mod liveness;
 pub mod mpmc;
 mod name;
+mod options;
 mod ring;
 mod segment;
 pub mod spsc;

@@ -157,20 +157,12 @@ impl<T: Pod> Default for Builder<T> {
 }
 
 impl<T: Pod> Builder<T> {
+    crate::options::shared_builder_options!();
+
     /// Items the queue can hold (create only; default 1024). Powers of two
     /// map positions to slots with a mask instead of a division.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
-        self
-    }
-    /// A tag for the meaning of `T` (default 0); see [`crate::spsc::Builder::schema`].
-    pub fn schema(mut self, tag: u64) -> Self {
-        self.schema = tag;
-        self
-    }
-    /// Retries before a blocking call sleeps (default [`DEFAULT_SPIN`]).
-    pub fn spin(mut self, retries: u32) -> Self {
-        self.spin = retries;
         self
     }
     /// Most producers attached at once (create only; default 64, at most 1024).
@@ -189,32 +181,6 @@ impl<T: Pod> Builder<T> {
     /// of two up to 128 bytes, never straddling a line) move less memory.
     pub fn padded_slots(mut self, yes: bool) -> Self {
         self.padded = yes;
-        self
-    }
-    /// Permission bits of a new segment (default `0o600`); see
-    /// [`crate::spsc::Builder::mode`].
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.seg.mode = mode;
-        self
-    }
-    /// Accept a creation mode that lets every user read or write.
-    pub fn allow_world_access(mut self, yes: bool) -> Self {
-        self.seg.allow_world = yes;
-        self
-    }
-    /// `open`: accept a segment owned by another user.
-    pub fn allow_foreign_owner(mut self, yes: bool) -> Self {
-        self.seg.allow_foreign_owner = yes;
-        self
-    }
-    /// `open`: accept a segment that group or others may write.
-    pub fn allow_shared_write(mut self, yes: bool) -> Self {
-        self.seg.allow_shared_write = yes;
-        self
-    }
-    /// `open`: how long to wait for a creator still initialising (default 2 s).
-    pub fn init_timeout(mut self, timeout: Duration) -> Self {
-        self.seg.init_timeout = timeout;
         self
     }
 
