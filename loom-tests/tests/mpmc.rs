@@ -143,3 +143,29 @@ fn hole_of_a_dead_producer_is_skipped_once() {
         assert_eq!(q.stats().holes_skipped, 1);
     });
 }
+
+/// 2 producers x 2 consumers at capacity 2: two threads, each with its own
+/// producer and consumer, push one item each and pop one item each. The
+/// producers race on `head` and the consumers on `tail`; every item goes to
+/// exactly one consumer. (Four threads, one endpoint each, is the same race
+/// with a state space too large for CI.)
+#[test]
+fn two_producers_two_consumers() {
+    model(|| {
+        let q = queue(2);
+        let mut ends: Vec<_> = (0..2)
+            .map(|_| (q.producer().unwrap(), q.consumer().unwrap()))
+            .collect();
+        let (mut tx, mut rx) = ends.pop().unwrap();
+        let t = thread::spawn(move || {
+            tx.push(21).unwrap();
+            rx.pop().unwrap()
+        });
+        let (mut tx, mut rx) = ends.pop().unwrap();
+        tx.push(20).unwrap();
+        let mine = rx.pop().unwrap();
+        let mut got = [mine, t.join().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [20, 21]);
+    });
+}
