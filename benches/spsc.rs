@@ -132,6 +132,63 @@ fn stream_shm() -> Bench {
     }
 }
 
+/// Items per `push_slice`/`pop_slice` call in the batch stream.
+const BATCH: usize = 64;
+
+/// The stream through the batch calls: `push_slice` of up to [`BATCH`]
+/// items, `pop_slice` into a [`BATCH`]-item buffer, one index publication per
+/// call on each side.
+fn stream_shm_batch() -> Bench {
+    let (name, mut tx, mut rx) = shm_ring();
+    let crew = Crew::pair(
+        Timed::B,
+        move |n| {
+            let mut buf = [0u64; BATCH];
+            let mut next = 0u64;
+            let mut spin = Spin::new();
+            while next < n {
+                let len = (n - next).min(BATCH as u64) as usize;
+                for (k, slot) in buf[..len].iter_mut().enumerate() {
+                    *slot = next + k as u64;
+                }
+                let mut done = 0;
+                while done < len {
+                    match tx.push_slice(&buf[done..len]) {
+                        Ok(0) => spin.wait(),
+                        Ok(k) => done += k,
+                        Err(e) => panic!("push_slice: {e}"),
+                    }
+                }
+                next += len as u64;
+            }
+        },
+        move |n| {
+            let mut buf = [0u64; BATCH];
+            let mut expected = 0u64;
+            let mut spin = Spin::new();
+            while expected < n {
+                let want = (n - expected).min(BATCH as u64) as usize;
+                match rx.pop_slice(&mut buf[..want]) {
+                    Ok(0) => spin.wait(),
+                    Ok(k) => {
+                        for &v in &buf[..k] {
+                            if v != expected {
+                                panic!("out of sequence: expected {expected}, got {v}");
+                            }
+                            expected += 1;
+                        }
+                    }
+                    Err(e) => panic!("pop_slice: {e}"),
+                }
+            }
+        },
+    );
+    Bench {
+        crew,
+        _names: vec![name],
+    }
+}
+
 /// The same stream through the blocking `push()`/`pop()` (spin, then futex).
 fn stream_shm_blocking() -> Bench {
     let (name, mut tx, mut rx) = shm_ring();
@@ -348,6 +405,7 @@ fn interleaved(smoke: bool) {
             ("shmqueue", stream_shm()),
             ("rtrb", stream_rtrb()),
             ("shmqueue blocking", stream_shm_blocking()),
+            ("shmqueue batch", stream_shm_batch()),
         ],
         scale(STREAM_BATCH),
         rounds,
@@ -367,6 +425,13 @@ fn interleaved(smoke: bool) {
         rtrb,
         true,
         None,
+    );
+    s.ratio(
+        "throughput shmqueue batch/rtrb",
+        "shmqueue batch",
+        rtrb,
+        true,
+        Some(Goal::AtLeast(3.0)),
     );
 
     let s = interleave(

@@ -367,6 +367,29 @@ impl fmt::Display for PopError {
     }
 }
 
+/// Why a batch call (`push_slice`, `pop_slice`) moved nothing. "Full" and
+/// "empty" are not errors there: the call returns `Ok(0)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchError {
+    /// The peer has gone (for `pop_slice`: and the ring is drained).
+    Disconnected,
+    /// The peer's index in shared memory is corrupt.
+    Corrupt(Corruption),
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::Disconnected => {
+                f.write_str("the peer has gone; nothing was moved (a new peer may attach later)")
+            }
+            BatchError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
 impl<T> std::error::Error for TryPushError<T> {}
 impl<T> std::error::Error for PushError<T> {}
 impl std::error::Error for TryPopError {}

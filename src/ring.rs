@@ -653,6 +653,49 @@ impl Attachment {
         }
     }
 
+    /// Copy `items` into the consecutive slots `i..i + items.len()`.
+    ///
+    /// # Safety
+    /// `i + items.len() <= buffer_size`, and as [`Attachment::write_slot`]
+    /// for every slot in the range.
+    #[inline]
+    pub(crate) unsafe fn write_slots<T: Pod>(&self, i: usize, items: &[T]) {
+        debug_assert!(i + items.len() <= self.buffer_size);
+        #[cfg(loom)]
+        for (k, v) in items.iter().enumerate() {
+            // SAFETY: the caller's contract, slot by slot.
+            unsafe { self.write_slot(i + k, *v) };
+        }
+        #[cfg(not(loom))]
+        // SAFETY: the range is inside the slot array (contract), aligned as
+        // in write_slot; the source is the caller's own slice, so the two
+        // cannot overlap; a raw copy, never a `&mut [T]` over shared memory.
+        unsafe {
+            core::ptr::copy_nonoverlapping(items.as_ptr(), self.slot::<T>(i), items.len())
+        }
+    }
+
+    /// Copy the consecutive slots `i..i + out.len()` into `out`.
+    ///
+    /// # Safety
+    /// `i + out.len() <= buffer_size`, and as [`Attachment::read_slot`] for
+    /// every slot in the range.
+    #[inline]
+    pub(crate) unsafe fn read_slots<T: Pod>(&self, i: usize, out: &mut [T]) {
+        debug_assert!(i + out.len() <= self.buffer_size);
+        #[cfg(loom)]
+        for (k, v) in out.iter_mut().enumerate() {
+            // SAFETY: the caller's contract, slot by slot.
+            *v = unsafe { self.read_slot(i + k) };
+        }
+        #[cfg(not(loom))]
+        // SAFETY: as write_slots, in the other direction; any bytes are a
+        // valid `T: Pod`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.slot::<T>(i), out.as_mut_ptr(), out.len())
+        }
+    }
+
     /// loom models: behave as if the holder's process was killed: no detach
     /// on drop, only the token release the kernel would do.
     #[cfg(loom)]

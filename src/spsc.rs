@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::error::{Corruption, PopError, PushError, Role, TryPopError, TryPushError};
+use crate::error::{BatchError, Corruption, PopError, PushError, Role, TryPopError, TryPushError};
 use crate::header::{Expected, Geometry, QueueKind, STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK};
 use crate::ring::{Attachment, Ring};
 use crate::segment::SegmentOptions;
@@ -409,7 +409,93 @@ fn try_push_impl<T: Pod>(
     Ok(())
 }
 
+/// Free slots between our `in` and a (possibly stale) `out`: one slot
+/// always stays empty.
+#[inline]
+fn free_slots(in_: usize, out: usize, b: usize) -> usize {
+    if out > in_ {
+        out - in_ - 1
+    } else {
+        out + b - in_ - 1
+    }
+}
+
+/// Published slots between our `out` and a (possibly stale) `in`.
+#[inline]
+fn used_slots(out: usize, in_: usize, b: usize) -> usize {
+    if in_ >= out {
+        in_ - out
+    } else {
+        in_ + b - out
+    }
+}
+
 impl<T: Pod> Producer<T> {
+    /// Push as many of `items` as fit, in order, with one publication of
+    /// `in` (and one notification) for the whole batch; never blocks.
+    /// Returns how many were pushed: `Ok(0)` when the ring is full.
+    ///
+    /// ```
+    /// # use shmqueue::Spsc;
+    /// # let name = format!("/doc-push-slice-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 4)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// assert_eq!(tx.push_slice(&[1, 2, 3, 4, 5, 6])?, 4);
+    /// let mut buf = [0u64; 8];
+    /// assert_eq!(rx.pop_slice(&mut buf)?, 4);
+    /// assert_eq!(&buf[..4], &[1, 2, 3, 4]);
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_slice(&mut self, items: &[T]) -> Result<usize, BatchError> {
+        let att = &self.att;
+        let local = &mut self.local;
+        let h = att.header();
+        let b = att.buffer_size();
+        if att.peer().state.load(Ordering::Relaxed) & STATUS_MASK == STATUS_DETACHED {
+            return Err(BatchError::Disconnected);
+        }
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let mut free = free_slots(local.in_, local.cached_out, b);
+        if free < items.len() {
+            // Acquire: as in try_push, the consumer is done with what it released.
+            let out = check_index(att, "out", h.tail.value.load(Ordering::Acquire))
+                .map_err(BatchError::Corrupt)?;
+            local.cached_out = out;
+            free = free_slots(local.in_, out, b);
+            if free == 0 {
+                return if peer_gone(att, &mut local.reap) {
+                    Err(BatchError::Disconnected)
+                } else {
+                    Ok(0)
+                };
+            }
+        }
+        let n = free.min(items.len());
+        // At most two runs: up to the end of the array, then from slot 0.
+        let first = n.min(b - local.in_);
+        // SAFETY: in_ < b, first <= b - in_ and n - first < b, so both runs
+        // lie in the slot array. n <= free, so the n slots from in_ onwards
+        // (wrapping) are free: released by the consumer (Acquire on `out`)
+        // and invisible to it until the store below, as in try_push. T
+        // matches the validated geometry.
+        unsafe {
+            att.write_slots(local.in_, &items[..first]);
+            att.write_slots(0, &items[first..n]);
+        }
+        let mut next = local.in_ + n;
+        if next >= b {
+            next -= b;
+        }
+        // Release: every slot of the batch happens-before the consumer's Acquire.
+        h.head.value.store(next as u64, Ordering::Release);
+        local.in_ = next;
+        h.events.not_empty.notify();
+        Ok(n)
+    }
+
     /// Push without blocking.
     ///
     /// Returns [`TryPushError::Full`] if the ring is full and
@@ -572,6 +658,60 @@ fn try_pop_impl<T: Pod>(att: &Attachment, local: &mut ConsumerLocal) -> Result<T
 }
 
 impl<T: Pod> Consumer<T> {
+    /// Pop up to `out.len()` items into `out`, in order, with one
+    /// publication of `out` (and one notification) for the whole batch;
+    /// never blocks. Returns how many were popped: `Ok(0)` when the ring is
+    /// empty, [`BatchError::Disconnected`] once it is drained and the
+    /// producer has gone.
+    pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, BatchError> {
+        let att = &self.att;
+        let local = &mut self.local;
+        let b = att.buffer_size();
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let corrupt = |e| match e {
+            TryPopError::Corrupt(c) => BatchError::Corrupt(c),
+            _ => BatchError::Disconnected,
+        };
+        let mut used = used_slots(local.out, local.cached_in, b);
+        if used < out.len() {
+            local.cached_in = load_in(att).map_err(corrupt)?;
+            used = used_slots(local.out, local.cached_in, b);
+            if used == 0 {
+                if !peer_gone(att, &mut local.reap) {
+                    return Ok(0);
+                }
+                // As in try_pop: one more look after reading DETACHED.
+                local.cached_in = load_in(att).map_err(corrupt)?;
+                used = used_slots(local.out, local.cached_in, b);
+                if used == 0 {
+                    return Err(BatchError::Disconnected);
+                }
+            }
+        }
+        let n = used.min(out.len());
+        let first = n.min(b - local.out);
+        // SAFETY: out < b; the runs out..out+first <= b and 0..n-first are
+        // slots the producer published (n <= used, from `in` loaded with
+        // Acquire) and will not touch until we store `out` past them; T
+        // matches the geometry.
+        unsafe {
+            att.read_slots(local.out, &mut out[..first]);
+            att.read_slots(0, &mut out[first..n]);
+        }
+        let mut next = local.out + n;
+        if next >= b {
+            next -= b;
+        }
+        let h = att.header();
+        // Release: our reads of the batch happen-before the producer reuses it.
+        h.tail.value.store(next as u64, Ordering::Release);
+        local.out = next;
+        h.events.not_full.notify();
+        Ok(n)
+    }
+
     /// Pop without blocking: [`TryPopError::Empty`] if there is nothing yet,
     /// [`TryPopError::Disconnected`] once the ring is drained and the
     /// producer has gone.
