@@ -55,7 +55,9 @@ pub mod spsc;
 mod sync;
 mod wait;
 
-pub use error::{BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError};
+pub use error::{
+    BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
+};
 pub use header::QueueKind;
 pub use mpmc::Mpmc;
 pub use name::{validate_name, MAX_NAME_LEN};
