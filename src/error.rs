@@ -143,7 +143,7 @@ impl fmt::Display for Error {
             Error::AlreadyExists { name } => write!(
                 f,
                 "a shared-memory object named {name:?} already exists; pick another name, \
-                 open it instead, or remove it with `shmq rm {name}` if it is stale"
+                 open it instead, or remove it with shmqueue::unlink (rm /dev/shm{name}) if it is stale"
             ),
             Error::NotFound { name } => write!(
                 f,
@@ -169,7 +169,7 @@ impl fmt::Display for Error {
             Error::NotReady { name } => write!(
                 f,
                 "segment {name:?} was never fully initialised: its creator is still starting \
-                 or died while creating it; retry, or remove it with `shmq rm {name}`"
+                 or died while creating it; retry, or remove it with shmqueue::unlink (rm /dev/shm{name})"
             ),
             Error::RoleTaken { role, holder_pid } => write!(
                 f,

@@ -297,8 +297,8 @@ impl<T: Pod> Mpmc<T> {
         let shape = self.shape();
         let att = self
             .ring
-            .attach_any(shape.producers.clone(), Role::Producer, |e| {
-                reusable(&self.ring, &shape, e, Role::Producer)
+            .attach_any(shape.producers.clone(), Role::Producer, |i, e| {
+                take_over(&self.ring, &shape, i, e, Role::Producer)
             })?;
         att.own().claim.store(0, Ordering::Relaxed);
         Ok(Producer {
@@ -316,8 +316,8 @@ impl<T: Pod> Mpmc<T> {
         let shape = self.shape();
         let att = self
             .ring
-            .attach_any(shape.consumers.clone(), Role::Consumer, |e| {
-                reusable(&self.ring, &shape, e, Role::Consumer)
+            .attach_any(shape.consumers.clone(), Role::Consumer, |i, e| {
+                take_over(&self.ring, &shape, i, e, Role::Consumer)
             })?;
         att.own().claim.store(0, Ordering::Relaxed);
         Ok(Consumer {
@@ -423,26 +423,57 @@ impl Shape {
     }
 }
 
-/// May a new endpoint take over registry entry `e` (whose token it holds)?
-/// Not while it carries a claim of its dead holder that is still unresolved:
-/// that claim is the evidence survivors use to recover the slot.
-fn reusable(ring: &Ring, shape: &Shape, e: &EndpointEntry, role: Role) -> bool {
+/// May a new endpoint take over registry entry `index`? We hold its token,
+/// which proves its previous holder is dead. If that holder died with an
+/// unresolved claim, resolve it here exactly as a survivor of the other role
+/// would (a hole becomes SKIP, a stalled release completes), so the entry
+/// never stays blocked waiting for a peer that may not come. If another
+/// claimant of the same position lives, it may be the real winner: refuse
+/// the entry for now (that claimant updates or clears its claim at once).
+fn take_over(ring: &Ring, shape: &Shape, index: u32, e: &EndpointEntry, role: Role) -> bool {
     let claim = e.claim.load(Ordering::Acquire);
     if claim & CLAIM_ACTIVE == 0 {
         return true;
     }
     let pos = claim & !CLAIM_ACTIVE;
     let h = ring.header();
-    let i = shape.index(pos);
-    let seq = ring_seq(ring, i).load(Ordering::Acquire) & !SKIP;
-    match role {
-        // Unresolved: the position was won (head moved past it) but never published.
-        Role::Producer => !(seq == pos && before(pos, h.head.value.load(Ordering::Acquire))),
-        // Unresolved: the item was taken (tail moved past it) but never released.
-        Role::Consumer => {
-            !(seq == pos.wrapping_add(1) && before(pos, h.tail.value.load(Ordering::Acquire)))
+    let ev = &h.events;
+    let seq_word = ring_seq(ring, shape.index(pos));
+    let seq = seq_word.load(Ordering::Acquire);
+    let (range, unresolved, resolved, counter, event) = match role {
+        // Won (head moved past it) but never published.
+        Role::Producer => (
+            shape.producers.clone(),
+            seq == pos && before(pos, h.head.value.load(Ordering::Acquire)),
+            pos.wrapping_add(1) | SKIP,
+            &ev.holes,
+            &ev.not_empty,
+        ),
+        // Taken (tail moved past it) but never released.
+        Role::Consumer => (
+            shape.consumers.clone(),
+            seq & !SKIP == pos.wrapping_add(1) && before(pos, h.tail.value.load(Ordering::Acquire)),
+            pos.wrapping_add(shape.cap),
+            &ev.releases,
+            &ev.not_full,
+        ),
+    };
+    if unresolved {
+        if live_claimant(ring, range, pos, Some(index)) == Some(true) {
+            return false;
+        }
+        if seq_word
+            .compare_exchange(seq, resolved, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+            event.notify();
         }
     }
+    let _ = e
+        .claim
+        .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
+    true
 }
 
 fn ring_seq(ring: &Ring, i: usize) -> &crate::sync::AtomicU64 {
@@ -518,15 +549,26 @@ fn all_gone(att: &Attachment, shape: &Shape, role: Role, reap: &mut Throttle) ->
 /// Do the entries of `range` that claim `pos` all belong to dead holders (and
 /// is there at least one)? A live claimant, or an error asking, means wait.
 fn claimants_dead(att: &Attachment, range: std::ops::Range<u32>, pos: u64) -> bool {
-    let ring = att.ring();
+    live_claimant(att.ring(), range, pos, None) == Some(false)
+}
+
+/// Among the entries of `range` (but `except`) that claim `pos`: `None` if
+/// there is none, `Some(true)` if any holder lives (or asking failed),
+/// `Some(false)` if all are dead.
+fn live_claimant(
+    ring: &Ring,
+    range: std::ops::Range<u32>,
+    pos: u64,
+    except: Option<u32>,
+) -> Option<bool> {
     let want = pos | CLAIM_ACTIVE;
-    let mut found = false;
-    for i in range {
+    let mut found = None;
+    for i in range.filter(|&i| Some(i) != except) {
         if ring.entry(i).claim.load(Ordering::Acquire) == want {
-            found = true;
             if ring.token_held(i).unwrap_or(true) {
-                return false;
+                return Some(true);
             }
+            found = Some(false);
         }
     }
     found
@@ -642,6 +684,8 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
                 {
                     ev.releases.fetch_add(1, Ordering::Relaxed);
                     clear_claims(att, shape.consumers.clone(), old);
+                    // Other producers asleep on this full slot can go on.
+                    ev.not_full.notify();
                     continue;
                 }
             }
@@ -841,6 +885,8 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
             {
                 ev.holes.fetch_add(1, Ordering::Relaxed);
                 clear_claims(att, shape.producers.clone(), pos);
+                // Other consumers asleep behind the hole can go on.
+                ev.not_empty.notify();
                 continue;
             }
             return Err(TryPopError::Empty);

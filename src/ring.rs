@@ -265,7 +265,7 @@ impl Ring {
         let offset = REGISTRY_OFFSET + i as usize * core::mem::size_of::<EndpointEntry>();
         // SAFETY: the geometry puts `endpoints` entries at REGISTRY_OFFSET,
         // below slots_offset <= the mapping's length (validated against the
-        // file size); offsets are multiples of 16 from a page-aligned base;
+        // file size); offsets are multiples of 128 from a page-aligned base;
         // EndpointEntry is all atomics, valid for any bytes.
         unsafe { &*(self.seg.base().add(offset) as *const EndpointEntry) }
     }
@@ -297,16 +297,17 @@ impl Ring {
     }
 
     /// Claim the first free registry entry in `range` that `accept` agrees
-    /// to reuse (it sees the entry with our token held, before we attach).
+    /// to reuse (it sees the index and entry with our token held, before we
+    /// attach).
     pub(crate) fn attach_any(
         self: &Arc<Ring>,
         range: std::ops::Range<u32>,
         role: Role,
-        accept: impl Fn(&EndpointEntry) -> bool,
+        accept: impl Fn(u32, &EndpointEntry) -> bool,
     ) -> Result<Attachment, Error> {
         let limit = range.len() as u32;
         for i in range {
-            if let Some(a) = self.try_attach(i, i, role, &accept)? {
+            if let Some(a) = self.try_attach(i, i, role, |e| accept(i, e))? {
                 return Ok(a);
             }
         }

@@ -175,7 +175,11 @@ impl Segment {
         };
         let mut st = check_stat(name, &fd, opts)?;
         // Between a creator's shm_open and its ftruncate the object is empty.
-        let deadline = started + opts.init_timeout;
+        // A huge timeout means "wait as long as it takes": clamp rather than
+        // overflow Instant arithmetic.
+        let deadline = started
+            .checked_add(opts.init_timeout)
+            .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600));
         while (st.st_size as u64) < HEADER_SIZE as u64 {
             if st.st_size != 0 {
                 return Err(Error::Foreign {

@@ -342,7 +342,7 @@ struct ProducerLocal {
     reap: Throttle,
 }
 
-/// The writing end of an [`Spsc`] ring. `Send`, not `Sync`: move it to the
+/// The writing end of an [`Spsc`] ring. `Send`: move it to the
 /// thread that produces.
 pub struct Producer<T> {
     local: ProducerLocal,
@@ -578,7 +578,8 @@ struct ConsumerLocal {
     reap: Throttle,
 }
 
-/// The reading end of an [`Spsc`] ring. `Send`, not `Sync`.
+/// The reading end of an [`Spsc`] ring. `Send`: move it to the thread that
+/// consumes (every operation takes `&mut self`).
 pub struct Consumer<T> {
     local: ConsumerLocal,
     spin: u32,

@@ -1246,3 +1246,58 @@ fn stop_parent() {
         "none of {stops} stops landed inside a claim within {STOP_SEARCH:?}"
     );
 }
+
+/// A consumer killed right after winning a position leaves its entry with an
+/// unresolved claim. With `max_consumers(1)` the only entry is that one: a new
+/// consumer must take it over (resolving the stalled release) instead of
+/// getting RegistryFull until a producer happens to come round to the slot.
+#[test]
+fn a_dead_consumers_unresolved_claim_does_not_block_its_entry() {
+    if child_role().is_some() {
+        run_child(|| {
+            test_hooks::freeze_after_claims(Role::Consumer, 1);
+            let q = Mpmc::<u64>::open(&child_arg("NAME")).map_err(|e| e.to_string())?;
+            let mut rx = q.consumer().map_err(|e| e.to_string())?;
+            let _worker = thread::spawn(move || {
+                let _ = rx.pop_timeout(DEADLINE);
+            });
+            let end = Instant::now() + DEADLINE;
+            while !test_hooks::frozen() {
+                if Instant::now() > end {
+                    return Err("never froze".into());
+                }
+                thread::yield_now();
+            }
+            tell_parent("frozen");
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+            Err("not killed".into())
+        });
+    }
+    let shm = Shm::new("takeover");
+    let q = Mpmc::<u64>::builder()
+        .capacity(8)
+        .max_consumers(1)
+        .create(shm.name())
+        .unwrap();
+    let mut tx = q.producer().unwrap();
+    for v in 0..3 {
+        tx.try_push(v).unwrap();
+    }
+    drop(tx);
+    let mut child = spawn(
+        "a_dead_consumers_unresolved_claim_does_not_block_its_entry",
+        "consumer",
+        &[("NAME", shm.0.clone())],
+    );
+    assert_eq!(child.expect_line(), "frozen");
+    child.sigkill();
+    let mut rx = q
+        .consumer()
+        .expect("the dead consumer's entry is taken over, not refused");
+    // Item 0 was taken by the killed consumer: the documented loss.
+    assert_eq!(rx.pop_timeout(DEADLINE), Ok(1));
+    assert_eq!(rx.pop_timeout(DEADLINE), Ok(2));
+    assert_eq!(rx.pop_timeout(DEADLINE), Err(PopError::Disconnected));
+    assert_eq!(q.stats().slots_released, 1);
+}

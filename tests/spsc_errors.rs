@@ -518,3 +518,14 @@ fn debug_output_names_the_segment() {
     assert!(format!("{:?}", q.consumer().unwrap()).contains("Consumer"));
     assert!(format!("{:?}", Spsc::<u64>::builder()).contains("capacity"));
 }
+
+#[test]
+fn an_unbounded_init_timeout_is_accepted_not_a_panic() {
+    let shm = Shm::new("maxtimeout");
+    let _q = Spsc::<u64>::create(shm.name(), 4).unwrap();
+    let q = Spsc::<u64>::builder()
+        .init_timeout(Duration::MAX)
+        .open(shm.name())
+        .unwrap();
+    assert_eq!(q.capacity(), 4);
+}

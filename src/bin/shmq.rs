@@ -99,9 +99,12 @@ impl Drop for Cleanup {
 
 fn demo(a: DemoArgs) -> Res {
     let name = format!("/shmq-demo-{}", std::process::id());
+    // Each name is registered for removal only once we created it: a name
+    // that turned out to be someone else's is never unlinked.
     let _stream = Spsc::<u64>::create(&name, a.capacity)?;
-    let _cleanup = Cleanup(vec![name.clone(), echo_name(&name)]);
+    let mut cleanup = Cleanup(vec![name.clone()]);
     let _echo = Spsc::<u64>::create(&echo_name(&name), a.capacity)?;
+    cleanup.0.push(echo_name(&name));
     println!(
         "shmq demo: ring {name} (capacity {}), {} values producer -> consumer, then {} round trips",
         a.capacity, a.count, a.round_trips
@@ -168,7 +171,7 @@ fn producer(a: RoleArgs) -> Res {
     for i in 0..a.count {
         tx.push(i).map_err(|e| format!("push {i}: {e}"))?;
     }
-    let mut rtts = Vec::with_capacity(a.round_trips as usize);
+    let mut rtts = Vec::with_capacity(a.round_trips.min(1 << 24) as usize);
     for i in 0..a.round_trips {
         let v = a.count + i;
         let t0 = Instant::now();
