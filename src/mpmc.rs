@@ -287,20 +287,25 @@ impl<T: Pod> Mpmc<T> {
         Builder::default()
     }
 
-    fn shape(&self) -> Shape {
-        Shape::new(&self.ring)
+    /// Take a free registry entry of `role` (resolving a dead holder's
+    /// claim on the way, see [`take_over`]) with its claim word reset.
+    fn attach(&self, role: Role) -> Result<(Attachment, Shape), Error> {
+        let shape = Shape::new(&self.ring);
+        let range = match role {
+            Role::Producer => shape.producers.clone(),
+            Role::Consumer => shape.consumers.clone(),
+        };
+        let att = self.ring.attach_any(range, role, |i, e| {
+            take_over(&self.ring, &shape, i, e, role)
+        })?;
+        att.own().claim.store(0, Ordering::Relaxed);
+        Ok((att, shape))
     }
 
     /// Attach a producer. Fails with [`Error::RegistryFull`] when the
     /// queue's producer limit is reached by live producers.
     pub fn producer(&self) -> Result<Producer<T>, Error> {
-        let shape = self.shape();
-        let att = self
-            .ring
-            .attach_any(shape.producers.clone(), Role::Producer, |i, e| {
-                take_over(&self.ring, &shape, i, e, Role::Producer)
-            })?;
-        att.own().claim.store(0, Ordering::Relaxed);
+        let (att, shape) = self.attach(Role::Producer)?;
         Ok(Producer {
             att,
             shape,
@@ -313,13 +318,7 @@ impl<T: Pod> Mpmc<T> {
     /// Attach a consumer. Fails with [`Error::RegistryFull`] when the
     /// queue's consumer limit is reached by live consumers.
     pub fn consumer(&self) -> Result<Consumer<T>, Error> {
-        let shape = self.shape();
-        let att = self
-            .ring
-            .attach_any(shape.consumers.clone(), Role::Consumer, |i, e| {
-                take_over(&self.ring, &shape, i, e, Role::Consumer)
-            })?;
-        att.own().claim.store(0, Ordering::Relaxed);
+        let (att, shape) = self.attach(Role::Consumer)?;
         Ok(Consumer {
             att,
             shape,

@@ -220,6 +220,7 @@ impl Ring {
     /// attachment (panics if `i` is out of range: only a bug can cause it).
     pub(crate) fn mpmc_seq(&self, i: usize) -> &crate::sync::AtomicU64 {
         assert!(i < self.geom.buffer_size, "slot index out of range");
+        debug_assert_eq!(self.geom.kind, crate::header::QueueKind::Mpmc);
         #[cfg(loom)]
         return &self.heap.seqs[i];
         #[cfg(not(loom))]
@@ -529,12 +530,15 @@ impl Attachment {
     #[inline]
     pub(crate) fn seq(&self, i: usize) -> &crate::sync::AtomicU64 {
         assert!(i < self.buffer_size, "slot index out of range");
+        debug_assert_eq!(self.ring.geom.kind, crate::header::QueueKind::Mpmc);
         #[cfg(loom)]
         return &self.ring.heap.seqs[i];
         #[cfg(not(loom))]
-        // SAFETY: slot i starts i * stride bytes into the slot array, which
-        // holds buffer_size slots inside the mapping (checked geometry); the
-        // stride and the array start are multiples of 8, and the sequence
+        // SAFETY: only mpmc.rs calls this, on rings whose validated kind is
+        // MPMC, whose geometry starts every slot with an 8-byte sequence word
+        // (slot stride >= 16, a multiple of 8). Slot i starts i * stride
+        // bytes into the slot array, which holds buffer_size slots inside the
+        // mapping (checked geometry); the array start is 128-aligned; the
         // word is an atomic, valid for any bytes.
         unsafe {
             &*(self.slots.as_ptr().add(i * self.stride) as *const crate::sync::AtomicU64)

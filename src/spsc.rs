@@ -148,11 +148,9 @@ impl<T: Pod> Builder<T> {
         }
     }
 
-    /// Create a new segment named `name`; fails with
-    /// [`Error::AlreadyExists`] if the name is taken.
-    pub fn create(self, name: &str) -> Result<Spsc<T>, Error> {
+    fn geometry(&self) -> Result<Geometry, Error> {
         let e = self.expected();
-        let geom = Geometry::compute(
+        Geometry::compute(
             e.kind,
             e.elem_size,
             e.elem_align,
@@ -161,8 +159,13 @@ impl<T: Pod> Builder<T> {
             1,
             e.schema,
             0,
-        )?;
-        let ring = Ring::create(name, geom, &self.seg)?;
+        )
+    }
+
+    /// Create a new segment named `name`; fails with
+    /// [`Error::AlreadyExists`] if the name is taken.
+    pub fn create(self, name: &str) -> Result<Spsc<T>, Error> {
+        let ring = Ring::create(name, self.geometry()?, &self.seg)?;
         Ok(Spsc {
             ring: Arc::new(ring),
             spin: self.spin,
@@ -175,18 +178,7 @@ impl<T: Pod> Builder<T> {
     #[cfg(loom)]
     #[doc(hidden)]
     pub fn create_in_heap(self) -> Spsc<T> {
-        let e = self.expected();
-        let geom = Geometry::compute(
-            e.kind,
-            e.elem_size,
-            e.elem_align,
-            self.capacity,
-            1,
-            1,
-            e.schema,
-            0,
-        )
-        .expect("loom model geometry");
+        let geom = self.geometry().expect("loom model geometry");
         Spsc {
             ring: Arc::new(Ring::create_in_heap(geom)),
             spin: self.spin,
