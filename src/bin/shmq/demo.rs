@@ -1,43 +1,17 @@
-//! `shmq`: the shmqueue command-line tool.
-//!
-//! `shmq demo` is the main job: the seeds' controller done for real. It
+//! `shmq demo`, the main job: the seeds' controller done for real. It
 //! creates two rings, starts a producer process and a consumer process (this
 //! same binary, re-executed), streams 10 million u64 values through shared
 //! memory, checks that none was lost, duplicated or reordered, measures the
 //! round-trip latency with a ping-pong, and removes the rings.
 
-use std::process::{Child, Command, ExitCode};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use shmqueue::{PopError, Spsc};
 
-#[derive(Parser)]
-#[command(
-    name = "shmq",
-    version,
-    about = "Lock-free ring buffers in POSIX shared memory"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Stream values between two real processes through an SPSC ring,
-    /// verify them, and report throughput and round-trip latency.
-    Demo(DemoArgs),
-    /// (internal) the producer process of `demo`.
-    #[command(hide = true)]
-    DemoProducer(RoleArgs),
-    /// (internal) the consumer process of `demo`.
-    #[command(hide = true)]
-    DemoConsumer(RoleArgs),
-}
-
 #[derive(Args, Clone)]
-struct DemoArgs {
+pub struct DemoArgs {
     /// Values to stream.
     #[arg(long, default_value_t = 10_000_000)]
     count: u64,
@@ -53,7 +27,7 @@ struct DemoArgs {
 }
 
 #[derive(Args, Clone)]
-struct RoleArgs {
+pub struct RoleArgs {
     #[arg(long)]
     name: String,
     #[arg(long)]
@@ -64,23 +38,7 @@ struct RoleArgs {
     cpu: Option<usize>,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Demo(a) => demo(a),
-        Cmd::DemoProducer(a) => producer(a),
-        Cmd::DemoConsumer(a) => consumer(a),
-    };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shmq: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+use crate::Res;
 
 fn echo_name(name: &str) -> String {
     format!("{name}-echo")
@@ -97,7 +55,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn demo(a: DemoArgs) -> Res {
+pub fn demo(a: DemoArgs) -> Res {
     let name = format!("/shmq-demo-{}", std::process::id());
     // Each name is registered for removal only once we created it: a name
     // that turned out to be someone else's is never unlinked.
@@ -155,7 +113,7 @@ fn demo(a: DemoArgs) -> Res {
     Ok(())
 }
 
-fn pin(cpu: Option<usize>) {
+pub fn pin(cpu: Option<usize>) {
     if let Some(cpu) = cpu {
         let mut set = nix::sched::CpuSet::new();
         if set.set(cpu).is_ok() {
@@ -164,7 +122,7 @@ fn pin(cpu: Option<usize>) {
     }
 }
 
-fn producer(a: RoleArgs) -> Res {
+pub fn producer(a: RoleArgs) -> Res {
     pin(a.cpu);
     let mut tx = Spsc::<u64>::open(&a.name)?.producer()?;
     let mut rx = Spsc::<u64>::open(&echo_name(&a.name))?.consumer()?;
@@ -197,7 +155,7 @@ fn producer(a: RoleArgs) -> Res {
     Ok(())
 }
 
-fn consumer(a: RoleArgs) -> Res {
+pub fn consumer(a: RoleArgs) -> Res {
     pin(a.cpu);
     let mut rx = Spsc::<u64>::open(&a.name)?.consumer()?;
     let mut tx = Spsc::<u64>::open(&echo_name(&a.name))?.producer()?;
