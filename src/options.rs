@@ -50,6 +50,34 @@ macro_rules! shared_builder_options {
             self
         }
 
+        /// Share the segment with the group `gid` (a `gid_t`; default: none).
+        ///
+        /// * create: the new segment is given this group with `fchown` while
+        ///   it is still owner-only, then gets its [`mode`](Self::mode)
+        ///   (use a group mode such as `0o660`). Creating fails with
+        ///   [`Error::PermissionDenied`](crate::Error::PermissionDenied)
+        ///   unless this process may use that group (a member of it, or root).
+        /// * open: the segment must belong to group `gid`; then write access
+        ///   for the group, and an owner other than this user, are expected
+        ///   and accepted (only root or a member of `gid` can have given it
+        ///   that group). World write access is still refused.
+        ///
+        /// ```
+        /// # use shmqueue::Spsc;
+        /// # let name = format!("/doc-group-{}", std::process::id());
+        /// let gid = nix::unistd::getegid().as_raw();
+        /// let q = Spsc::<u64>::builder().group(gid).mode(0o660).create(&name)?;
+        /// // Group-writable, so a plain open refuses it; naming the group accepts it.
+        /// assert!(Spsc::<u64>::open(&name).is_err());
+        /// let peer = Spsc::<u64>::builder().group(gid).open(&name)?;
+        /// # shmqueue::unlink(&name)?;
+        /// # Ok::<(), shmqueue::Error>(())
+        /// ```
+        pub fn group(mut self, gid: u32) -> Self {
+            self.seg.group = Some(gid);
+            self
+        }
+
         /// `open`: how long to wait for a creator that is still initialising the
         /// segment (default 2 s) before failing with
         /// [`Error::NotReady`](crate::Error::NotReady).
