@@ -2,6 +2,10 @@
 //! `shm_open` → `fchown` (group) → `fchmod` → `ftruncate` →
 //! `mmap(MAP_SHARED)` … `munmap` on drop, `shm_unlink` only when asked.
 //!
+//! Or an unnamed, sealed memfd (see `memfd.rs`): `memfd_create` →
+//! `ftruncate` → `F_ADD_SEALS` → `mmap`, and on the receiving side
+//! `F_GET_SEALS` → `fstat` → `mmap`.
+//!
 //! This module owns the mapping's lifetime; `ring.rs` interprets its bytes.
 
 use std::ffi::CString;
@@ -121,9 +125,16 @@ impl Segment {
             });
         }
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_NOFOLLOW;
-        // Owner-only until the group is set: a wider mode now would let the
-        // creator's primary group in before `fchown` hands it to `opts.group`.
-        let fd = match shm_open(cname.as_c_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR) {
+        // With a group to set, owner-only until it is set: a group mode now
+        // would let the creator's primary group open it (and keep the
+        // descriptor) before `fchown` hands it to `opts.group`. An opener of
+        // that group racing this creation gets PermissionDenied meanwhile.
+        let initial = if opts.group.is_some() {
+            Mode::S_IRUSR | Mode::S_IWUSR
+        } else {
+            Mode::from_bits_truncate(opts.mode)
+        };
+        let fd = match shm_open(cname.as_c_str(), flags, initial) {
             Ok(fd) => fd,
             Err(Errno::EEXIST) | Err(Errno::ELOOP) => {
                 return Err(Error::AlreadyExists { name: name.into() })
@@ -230,6 +241,61 @@ impl Segment {
             },
             deadline,
         ))
+    }
+
+    /// Create an unnamed memfd of exactly `size` bytes, sealed against
+    /// shrinking, growing and further sealing before it is mapped (see
+    /// `memfd.rs`). Only this process holds it until the caller hands on a
+    /// duplicate of [`Segment::fd`].
+    pub(crate) fn create_memfd(size: usize) -> Result<Segment, Error> {
+        let fd = crate::memfd::create_sealed(size)?;
+        let map = map(&fd, size)?;
+        Ok(Segment {
+            map,
+            fd,
+            name: crate::memfd::SEGMENT_NAME.into(),
+        })
+    }
+
+    /// Map a descriptor someone handed us, after checking that it is a memfd
+    /// carrying every seal in `memfd::REQUIRED_SEALS` (so its size can never
+    /// change under the mapping) and big enough for a header. Owner and mode
+    /// are not checked: holding the descriptor is the permission.
+    pub(crate) fn open_fd(fd: OwnedFd) -> Result<Segment, Error> {
+        let name = crate::memfd::SEGMENT_NAME;
+        crate::memfd::check_seals(fd.as_fd())?;
+        let st = fstat(&fd).map_err(|e| io("fstat", e))?;
+        let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        if fmt != SFlag::S_IFREG {
+            return Err(Error::Foreign {
+                name: name.into(),
+                detail: "not a regular file".into(),
+            });
+        }
+        if (st.st_size as u64) < HEADER_SIZE as u64 {
+            return Err(Error::Foreign {
+                name: name.into(),
+                detail: format!("{} bytes is too small for a header", st.st_size),
+            });
+        }
+        let len = usize::try_from(st.st_size).map_err(|_| Error::Foreign {
+            name: name.into(),
+            detail: "size does not fit in memory".into(),
+        })?;
+        let map = map(&fd, len)?;
+        Ok(Segment {
+            map,
+            fd,
+            name: name.into(),
+        })
+    }
+
+    /// A new descriptor for the same object (close-on-exec), to hand on.
+    pub(crate) fn dup_fd(&self) -> Result<OwnedFd, Error> {
+        self.fd.try_clone().map_err(|source| Error::Io {
+            op: "fcntl(F_DUPFD_CLOEXEC)",
+            source,
+        })
     }
 
     /// Start of the mapping; page-aligned.
