@@ -594,3 +594,122 @@ fn a_message_must_carry_exactly_one_descriptor_and_extras_are_closed() {
         Err(Error::FdPassing { .. })
     ));
 }
+
+// ---------------------------------------------------------------------------
+// Across users, and why memfds are sealed.
+
+/// Become uid/gid 54321 with no supplementary groups, irrevocably.
+fn drop_to_nobody() -> Result<(), String> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    setgroups(&[]).map_err(e2s)?;
+    setgid(Gid::from_raw(54321)).map_err(e2s)?;
+    setuid(Uid::from_raw(54321)).map_err(e2s)?;
+    if setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().as_raw() != 54321 {
+        return Err("still privileged".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_memfd_queue_works_for_another_user_holding_only_the_descriptor() {
+    const TEST: &str = "a_memfd_queue_works_for_another_user_holding_only_the_descriptor";
+    if child_role().is_some() {
+        run_child(|| {
+            let sock = socket_with_deadline(inherited("SHMQ_SOCK")?);
+            drop_to_nobody()?;
+            // Received after the drop: the descriptor is the only permission.
+            let q = Spsc::<u64>::builder()
+                .open_fd(memfd::recv_fd(&sock).map_err(e2s)?)
+                .map_err(e2s)?;
+            // Attaching takes an OFD lock through /proc/self/fd as uid 54321.
+            let mut rx = q.consumer().map_err(e2s)?;
+            for i in 0..ITEMS {
+                let v = rx
+                    .pop_timeout(DEADLINE)
+                    .map_err(|e| format!("pop {i}: {e}"))?;
+                if v != i {
+                    return Err(format!("got {v}, expected {i}"));
+                }
+            }
+            (&sock)
+                .write_all(&nix::unistd::geteuid().as_raw().to_le_bytes())
+                .map_err(e2s)
+        });
+    }
+    if !nix::unistd::geteuid().is_root() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {TEST}: needs root to run the child as another uid; NOT checked"
+        );
+        return;
+    }
+    let q = Spsc::<u64>::builder().capacity(64).create_memfd().unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut ours = socket_with_deadline(ours.into());
+    let mut kid = spawn_with(TEST, "other-user", &[], |cmd| {
+        memfd::inherit_fd(cmd, theirs.into(), "SHMQ_SOCK").unwrap();
+    });
+    memfd::send_fd(&ours, q.dup_fd().unwrap()).unwrap();
+    let mut tx = q.producer().unwrap();
+    for i in 0..ITEMS {
+        tx.push_timeout(i, DEADLINE).unwrap();
+    }
+    let mut uid = [0u8; 4];
+    ours.read_exact(&mut uid).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(uid),
+        54321,
+        "the consumer ran as another user"
+    );
+    kid.success();
+    assert!(tx.try_push(0).unwrap_err().is_disconnected());
+}
+
+#[test]
+fn a_truncated_named_segment_kills_its_peer_with_sigbus() {
+    // The failure memfd seals prevent, shown on a named segment.
+    const TEST: &str = "a_truncated_named_segment_kills_its_peer_with_sigbus";
+    use std::os::unix::process::ExitStatusExt;
+    if child_role().is_some() {
+        run_child(|| {
+            let mut sock = socket_with_deadline(inherited("SHMQ_SOCK")?);
+            let q = Spsc::<u64>::open(&common::child_arg("NAME")).map_err(e2s)?;
+            let mut rx = q.consumer().map_err(e2s)?;
+            sock.write_all(b"A").map_err(e2s)?;
+            // Keep touching the segment until the parent truncates it.
+            let end = Instant::now() + DEADLINE;
+            while Instant::now() < end {
+                let _ = rx.pop_timeout(Duration::from_millis(10));
+            }
+            Err("survived the truncation".into())
+        });
+    }
+    let shm = Shm::new("memfd-sigbus");
+    let q = Spsc::<u64>::create(shm.name(), 4).unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut ours = socket_with_deadline(ours.into());
+    let mut kid = spawn_with(TEST, "victim", &[("NAME", shm.name().to_owned())], |cmd| {
+        memfd::inherit_fd(cmd, theirs.into(), "SHMQ_SOCK").unwrap();
+    });
+    let mut attached = [0u8; 1];
+    ours.read_exact(&mut attached).unwrap();
+    // Unmap ours first: we would fault too.
+    drop(q);
+    // Any process of the user can do this; nothing in POSIX shm stops it.
+    File::options()
+        .write(true)
+        .open(format!("/dev/shm{}", shm.name()))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(s) = kid.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the child survived the truncation");
+        // Polling with a deadline; there is no portable wait-with-timeout.
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "{status}");
+}
