@@ -203,6 +203,9 @@ pub fn recv_fd(socket: impl AsFd) -> Result<OwnedFd, Error> {
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
             Ok(msg) => {
+                // Truncated control data cannot be parsed, so whatever
+                // descriptors did arrive would leak; with room for
+                // SCM_MAX_FD that needs other control messages as well.
                 let cmsgs = msg.cmsgs().map_err(|_| {
                     passing(
                         "the control data was truncated (more than 253 descriptors or other \

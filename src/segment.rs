@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::{fchmod, fstat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, ftruncate, geteuid, Gid};
@@ -264,6 +264,15 @@ impl Segment {
     pub(crate) fn open_fd(fd: OwnedFd) -> Result<Segment, Error> {
         let name = crate::memfd::SEGMENT_NAME;
         crate::memfd::check_seals(fd.as_fd())?;
+        let fl = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| io("fcntl(F_GETFL)", e))?;
+        if OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE != OFlag::O_RDWR {
+            return Err(Error::PermissionDenied {
+                name: name.into(),
+                detail: "the descriptor is not open read-write; pass one from the queue's \
+                         dup_fd(), not a read-only reopen"
+                    .into(),
+            });
+        }
         let st = fstat(&fd).map_err(|e| io("fstat", e))?;
         let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
         if fmt != SFlag::S_IFREG {
@@ -369,14 +378,23 @@ fn check_stat(name: &str, fd: &OwnedFd, opts: &SegmentOptions) -> Result<FileSta
     if st.st_mode & unexpected_write != 0 && !opts.allow_shared_write {
         return Err(Error::PermissionDenied {
             name: name.into(),
-            detail: format!(
-                "mode {:#o} (group {}) lets other users write it, so they could corrupt the queue; \
-                 pass group({}) to share it with that group, or allow_shared_write(true) \
-                 if any writer is intended",
-                st.st_mode & 0o777,
-                st.st_gid,
-                st.st_gid
-            ),
+            detail: if group_ok {
+                format!(
+                    "mode {:#o} lets every user on the host write it, so anyone could corrupt \
+                     the queue; recreate it without world access, or pass \
+                     allow_shared_write(true) if that is intended",
+                    st.st_mode & 0o777
+                )
+            } else {
+                format!(
+                    "mode {:#o} (group {}) lets other users write it, so they could corrupt the \
+                     queue; pass group({}) to share it with that group, or \
+                     allow_shared_write(true) if any writer is intended",
+                    st.st_mode & 0o777,
+                    st.st_gid,
+                    st.st_gid
+                )
+            },
         });
     }
     Ok(st)

@@ -450,6 +450,14 @@ fn descriptors_that_are_not_memfds_are_refused_cleanly() {
     file.set_len(4096).unwrap();
     let (seals, _) = missing_seals(open(file.into()));
     assert!(seals.is_none() || seals == Some(SealFlag::F_SEAL_SEAL.bits() as u32));
+    // A sealed memfd, but reopened read-only: refused before mapping.
+    let q = Spsc::<u64>::builder().create_memfd().unwrap();
+    let fd = q.dup_fd().unwrap();
+    let ro = File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+    match open(ro.into()) {
+        Err(Error::PermissionDenied { detail, .. }) => assert!(detail.contains("read-write")),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
     // A named segment's descriptor: shm objects carry F_SEAL_SEAL only.
     let shm = Shm::new("memfd-named");
     let named = Spsc::<u64>::create(shm.name(), 8).unwrap();

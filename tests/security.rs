@@ -404,7 +404,9 @@ fn open_with_a_group_requires_that_group_and_still_refuses_world_write() {
             .allow_world_access(true)
             .create(world.name())
             .unwrap();
-        expect_denied(Spsc::<u64>::builder().group(me).open(world.name()), "0o662").unwrap();
+        let msg =
+            expect_denied(Spsc::<u64>::builder().group(me).open(world.name()), "0o662").unwrap();
+        assert!(msg.contains("every user"), "{msg}");
         Spsc::<u64>::builder()
             .group(me)
             .allow_shared_write(true)
