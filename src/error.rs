@@ -122,6 +122,25 @@ pub enum Error {
         /// The process id recorded by the holder (informational; may be stale).
         holder_pid: u32,
     },
+    /// `open_fd` was given a descriptor that is not a memfd sealed against
+    /// resizing (`F_SEAL_SHRINK`, `F_SEAL_GROW` and `F_SEAL_SEAL`). Without
+    /// those seals a peer could truncate the file under our mapping and
+    /// crash this process with `SIGBUS`. Nothing was mapped.
+    NotSealed {
+        /// The seals it carries (`F_GET_SEALS` bits), or `None` if the
+        /// descriptor supports no seals at all (a pipe, a socket, a file on a
+        /// disk filesystem).
+        seals: Option<u32>,
+        /// The required seals that are missing, e.g. `"F_SEAL_SEAL"`.
+        missing: String,
+    },
+    /// Handing a descriptor to another process (over a Unix socket, or by
+    /// inheritance) failed: the peer sent nothing, sent more than one
+    /// descriptor (all were closed), or the descriptor number is wrong.
+    FdPassing {
+        /// What went wrong and how to fix it.
+        detail: String,
+    },
     /// A system call failed.
     Io {
         /// The operation that failed.
@@ -181,6 +200,21 @@ impl fmt::Display for Error {
                 "all {limit} {role} slots of this queue are held by live endpoints; \
                  drop one, or create the queue with a higher limit"
             ),
+            Error::NotSealed { seals: None, .. } => f.write_str(
+                "descriptor refused: it supports no file seals, so it is not a memfd \
+                 (a pipe, socket or on-disk file?); open_fd only maps a memfd made by \
+                 create_memfd, which is sealed so that no peer can resize it under us",
+            ),
+            Error::NotSealed {
+                seals: Some(seals),
+                missing,
+            } => write!(
+                f,
+                "descriptor refused: its seals ({seals:#x}) lack {missing}, so a peer could \
+                 resize it and crash this process with SIGBUS; pass the descriptor of a \
+                 queue made by create_memfd, which adds F_SEAL_SHRINK, F_SEAL_GROW and F_SEAL_SEAL"
+            ),
+            Error::FdPassing { detail } => write!(f, "descriptor passing failed: {detail}"),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
         }
     }

@@ -13,6 +13,9 @@
 //!   never a panic, a hang or an access outside the mapping.
 //! * A peer killed with SIGKILL is detected through a kernel-held lock
 //!   (an OFD lock on the segment), which pid reuse cannot fool.
+//! * Segments are private to their creator's uid by default, or shared with a
+//!   named group (`group(gid)`); or, with `create_memfd`, unnamed and sealed
+//!   against resizing, handed to peers by descriptor (see [`memfd`]).
 //!
 //! ```
 //! use shmqueue::Spsc;
@@ -46,6 +49,7 @@
 mod error;
 mod header;
 mod liveness;
+pub mod memfd;
 pub mod mpmc;
 mod name;
 mod options;

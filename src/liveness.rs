@@ -16,6 +16,10 @@
 //! one process would not exclude each other, and closing *any* descriptor of
 //! the file drops them all.
 //!
+//! The same works for memfd queues: `/proc/self/fd/N` of a memfd reopens
+//! the same inode (mode 0777), so any process that was handed the
+//! descriptor, of any uid, can take and test tokens (`tests/memfd.rs`).
+//!
 //! The descriptor is opened with `O_CLOEXEC`; a process that `fork`s without
 //! `exec` shares its description with the child, and the token then lives
 //! until both have exited.

@@ -159,6 +159,12 @@ impl<T: Pod> Default for Builder<T> {
 impl<T: Pod> Builder<T> {
     crate::options::shared_builder_options!();
 
+    crate::options::memfd_builder_entry_points!(
+        Mpmc,
+        expected = |b: &Self| b.expected(None),
+        wrap = |b: &Self, ring: Ring| b.wrap(ring),
+    );
+
     /// Items the queue can hold (create only; default 1024). Powers of two
     /// map positions to slots with a mask instead of a division.
     pub fn capacity(mut self, capacity: usize) -> Self {
@@ -286,6 +292,8 @@ impl<T: Pod> Mpmc<T> {
     pub fn builder() -> Builder<T> {
         Builder::default()
     }
+
+    crate::options::memfd_queue_methods!(Mpmc);
 
     /// Take a free registry entry of `role` (resolving a dead holder's
     /// claim on the way, see [`take_over`]) with its claim word reset.

@@ -3,7 +3,10 @@
 //! Each kind's `Builder` has fields `schema: u64`, `spin: u32` and
 //! `seg: SegmentOptions`; `shared_builder_options!()` inside its `impl`
 //! generates the setters for them, so the SPSC and MPMC builders document and
-//! behave identically.
+//! behave identically. `memfd_builder_entry_points!` adds the memfd entry
+//! points (`create_memfd`, `open_fd`) to a builder and
+//! `memfd_queue_methods!` the queue's `dup_fd`, for any queue type backed
+//! by a `Ring` (a future byte ring included).
 
 macro_rules! shared_builder_options {
     () => {
@@ -50,6 +53,34 @@ macro_rules! shared_builder_options {
             self
         }
 
+        /// Share the segment with the group `gid` (a `gid_t`; default: none).
+        ///
+        /// * create: the new segment is given this group with `fchown` while
+        ///   it is still owner-only, then gets its [`mode`](Self::mode)
+        ///   (use a group mode such as `0o660`). Creating fails with
+        ///   [`Error::PermissionDenied`](crate::Error::PermissionDenied)
+        ///   unless this process may use that group (a member of it, or root).
+        /// * open: the segment must belong to group `gid`; then write access
+        ///   for the group, and an owner other than this user, are expected
+        ///   and accepted (only root or a member of `gid` can have given it
+        ///   that group). World write access is still refused.
+        ///
+        /// ```
+        /// # use shmqueue::Spsc;
+        /// # let name = format!("/doc-group-{}", std::process::id());
+        /// let gid = nix::unistd::getegid().as_raw();
+        /// let q = Spsc::<u64>::builder().group(gid).mode(0o660).create(&name)?;
+        /// // Group-writable, so a plain open refuses it; naming the group accepts it.
+        /// assert!(Spsc::<u64>::open(&name).is_err());
+        /// let peer = Spsc::<u64>::builder().group(gid).open(&name)?;
+        /// # shmqueue::unlink(&name)?;
+        /// # Ok::<(), shmqueue::Error>(())
+        /// ```
+        pub fn group(mut self, gid: u32) -> Self {
+            self.seg.group = Some(gid);
+            self
+        }
+
         /// `open`: how long to wait for a creator that is still initialising the
         /// segment (default 2 s) before failing with
         /// [`Error::NotReady`](crate::Error::NotReady).
@@ -61,3 +92,99 @@ macro_rules! shared_builder_options {
 }
 
 pub(crate) use shared_builder_options;
+
+/// Builder entry points for unnamed, sealed queues (see [`crate::memfd`]).
+///
+/// `$queue` names the queue type (for the docs and the return type);
+/// `expected` maps `&Self` to the [`Expected`](crate::header::Expected) an
+/// opener checks, `wrap` turns `(&Self, Ring)` into the queue. The builder
+/// needs a `geometry(&self) -> Result<Geometry, Error>` and a `spin` field.
+macro_rules! memfd_builder_entry_points {
+    ($queue:ident, expected = $expected:expr, wrap = $wrap:expr $(,)?) => {
+        /// Create the queue in an unnamed memfd instead of a named segment.
+        ///
+        /// The memfd is sized and then sealed with `F_SEAL_SHRINK`,
+        /// `F_SEAL_GROW` and `F_SEAL_SEAL` before this returns, so nobody (this
+        /// process included) can resize it and make a peer's access fault with
+        /// `SIGBUS`. It has no name: hand it to other processes with
+        #[doc = concat!("[`", stringify!($queue), "::dup_fd`] and [`memfd::send_fd`](crate::memfd::send_fd)")]
+        /// or [`memfd::inherit_fd`](crate::memfd::inherit_fd); they open it
+        /// with [`open_fd`](Self::open_fd). It disappears when the last
+        /// descriptor and mapping are gone. The mode, group and owner options
+        /// do not apply.
+        ///
+        /// ```
+        #[doc = concat!("use shmqueue::", stringify!($queue), ";")]
+        #[doc = concat!("let q = ", stringify!($queue), "::<u64>::builder().capacity(64).create_memfd()?;")]
+        /// let mut tx = q.producer()?;
+        #[doc = concat!("let peer = ", stringify!($queue), "::<u64>::builder().open_fd(q.dup_fd()?)?;")]
+        /// let mut rx = peer.consumer()?;
+        /// tx.push(1)?;
+        /// assert_eq!(rx.pop()?, 1);
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        pub fn create_memfd(self) -> Result<$queue<T>, crate::Error> {
+            let ring = crate::ring::Ring::create_memfd(self.geometry()?)?;
+            Ok(($wrap)(&self, ring))
+        }
+
+        /// Open a queue from a descriptor made by
+        /// [`create_memfd`](Self::create_memfd) and handed to this process.
+        ///
+        /// The descriptor must be a memfd carrying `F_SEAL_SHRINK`,
+        /// `F_SEAL_GROW` and `F_SEAL_SEAL`; anything else (an unsealed or
+        /// partly sealed memfd, a named segment, a pipe, a file) is refused
+        /// with [`Error::NotSealed`](crate::Error::NotSealed) before it is
+        /// mapped. Then the header is validated as by
+        /// [`open`](Self::open) (element type, schema tag, geometry against the
+        /// file size), without waiting: the creator initialised it before
+        /// handing it on. Owner and mode are not checked: holding the
+        /// descriptor is the permission.
+        ///
+        /// ```
+        #[doc = concat!("use shmqueue::{", stringify!($queue), ", Error};")]
+        #[doc = concat!("let q = ", stringify!($queue), "::<u64>::builder().create_memfd()?;")]
+        #[doc = concat!("let ok = ", stringify!($queue), "::<u64>::builder().open_fd(q.dup_fd()?)?;")]
+        /// // A descriptor that is not a sealed memfd is refused.
+        /// let (r, _w) = nix::unistd::pipe().expect("pipe");
+        /// assert!(matches!(
+        #[doc = concat!("    ", stringify!($queue), "::<u64>::builder().open_fd(r),")]
+        ///     Err(Error::NotSealed { .. })
+        /// ));
+        /// # Ok::<(), Error>(())
+        /// ```
+        pub fn open_fd(self, fd: std::os::fd::OwnedFd) -> Result<$queue<T>, crate::Error> {
+            let ring = crate::ring::Ring::open_fd(fd, &($expected)(&self))?;
+            Ok(($wrap)(&self, ring))
+        }
+    };
+}
+
+pub(crate) use memfd_builder_entry_points;
+
+/// Queue methods for handing the segment's descriptor on. The queue type
+/// needs a `ring: Arc<Ring>` field.
+macro_rules! memfd_queue_methods {
+    ($queue:ident) => {
+        /// A new descriptor for this queue's segment (close-on-exec), to hand
+        /// to another process with [`memfd::send_fd`](crate::memfd::send_fd)
+        /// or [`memfd::inherit_fd`](crate::memfd::inherit_fd).
+        ///
+        /// Only the descriptor of a queue made by the builder's
+        /// `create_memfd` can be opened with `open_fd`; a named segment's
+        /// descriptor is refused there (it is not sealed).
+        ///
+        /// ```
+        /// use std::os::fd::AsRawFd;
+        #[doc = concat!("let q = shmqueue::", stringify!($queue), "::<u64>::builder().create_memfd()?;")]
+        /// let fd = q.dup_fd()?;
+        /// assert!(fd.as_raw_fd() > 2);
+        /// # Ok::<(), shmqueue::Error>(())
+        /// ```
+        pub fn dup_fd(&self) -> Result<std::os::fd::OwnedFd, crate::Error> {
+            self.ring.dup_fd()
+        }
+    };
+}
+
+pub(crate) use memfd_queue_methods;

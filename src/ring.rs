@@ -124,10 +124,44 @@ impl Ring {
         Err(no_shm_under_loom())
     }
 
+    #[cfg(loom)]
+    pub(crate) fn create_memfd(_: Geometry) -> Result<Ring, Error> {
+        Err(no_shm_under_loom())
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn open_fd(_: std::os::fd::OwnedFd, _: &Expected) -> Result<Ring, Error> {
+        Err(no_shm_under_loom())
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn dup_fd(&self) -> Result<std::os::fd::OwnedFd, Error> {
+        Err(no_shm_under_loom())
+    }
+
+    /// A new close-on-exec descriptor for the segment, to hand on.
+    #[cfg(not(loom))]
+    pub(crate) fn dup_fd(&self) -> Result<std::os::fd::OwnedFd, Error> {
+        self.seg.dup_fd()
+    }
+
     /// Create and initialise a segment for `geom`, publishing the header last.
     #[cfg(not(loom))]
     pub(crate) fn create(name: &str, geom: Geometry, opts: &SegmentOptions) -> Result<Ring, Error> {
         let seg = Segment::create(name, geom.total_size, opts)?;
+        Ok(Ring::init(seg, geom))
+    }
+
+    /// Create a sealed memfd for `geom` and initialise it as `create` does.
+    #[cfg(not(loom))]
+    pub(crate) fn create_memfd(geom: Geometry) -> Result<Ring, Error> {
+        let seg = Segment::create_memfd(geom.total_size)?;
+        Ok(Ring::init(seg, geom))
+    }
+
+    /// Write the initial state of a freshly sized segment, then publish it.
+    #[cfg(not(loom))]
+    fn init(seg: Segment, geom: Geometry) -> Ring {
         let ring = Ring { seg, geom };
         if geom.kind == crate::header::QueueKind::Mpmc {
             // Vyukov's initial state: slot i expects position i.
@@ -146,7 +180,7 @@ impl Ring {
         // Everything above must be visible to an opener that sees READY.
         id.init.store(INIT_READY, Ordering::Release);
         futex_wake_all(&id.init);
-        Ok(ring)
+        ring
     }
 
     /// Open, wait (bounded) for initialisation, validate, and copy the geometry.
@@ -157,9 +191,32 @@ impl Ring {
         opts: &SegmentOptions,
     ) -> Result<Ring, Error> {
         let (seg, deadline) = Segment::open(name, opts)?;
+        Ring::validate(seg, expect, deadline)
+    }
+
+    /// Map a sealed memfd someone handed us and validate it as `open` does.
+    /// Its creator published the header before handing the descriptor on,
+    /// so there is nothing to wait for.
+    #[cfg(not(loom))]
+    pub(crate) fn open_fd(fd: std::os::fd::OwnedFd, expect: &Expected) -> Result<Ring, Error> {
+        let seg = Segment::open_fd(fd)?;
+        Ring::validate(seg, expect, std::time::Instant::now())
+    }
+
+    /// Wait (until `deadline`) for initialisation, validate, and copy the
+    /// geometry.
+    #[cfg(not(loom))]
+    fn validate(
+        seg: Segment,
+        expect: &Expected,
+        deadline: std::time::Instant,
+    ) -> Result<Ring, Error> {
+        let name = seg.name().to_owned();
+        let name = name.as_str();
         let deadline =
             Deadline::after(deadline.saturating_duration_since(std::time::Instant::now()));
-        // SAFETY: Segment::open mapped at least HEADER_SIZE bytes.
+        // SAFETY: Segment::open and Segment::open_fd map at least
+        // HEADER_SIZE bytes.
         let header = unsafe { header_at(&seg) };
         let init = &header.identity.init;
         loop {

@@ -1,6 +1,10 @@
 //! A POSIX shared-memory object and its mapping:
-//! `shm_open` → `fchmod` → `ftruncate` → `mmap(MAP_SHARED)` … `munmap` on
-//! drop, `shm_unlink` only when asked.
+//! `shm_open` → `fchown` (group) → `fchmod` → `ftruncate` →
+//! `mmap(MAP_SHARED)` … `munmap` on drop, `shm_unlink` only when asked.
+//!
+//! Or an unnamed, sealed memfd (see `memfd.rs`): `memfd_create` →
+//! `ftruncate` → `F_ADD_SEALS` → `mmap`, and on the receiving side
+//! `F_GET_SEALS` → `fstat` → `mmap`.
 //!
 //! This module owns the mapping's lifetime; `ring.rs` interprets its bytes.
 
@@ -10,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::{fchmod, fstat, FileStat, Mode, SFlag};
-use nix::unistd::{ftruncate, geteuid};
+use nix::unistd::{fchown, ftruncate, geteuid, Gid};
 
 use crate::header::HEADER_SIZE;
 use crate::name::validate_name;
@@ -31,6 +35,11 @@ pub(crate) struct SegmentOptions {
     pub allow_foreign_owner: bool,
     /// `open`: accept a segment writable by group or others.
     pub allow_shared_write: bool,
+    /// create: give the new segment this group (with `fchown`, before it is
+    /// sized). open: require the segment to belong to this group, and then
+    /// accept group write access and an owner other than us (only root or a
+    /// member of the group can have given it that group).
+    pub group: Option<u32>,
     /// `open`: how long to wait for a creator to finish initialising.
     pub init_timeout: Duration,
 }
@@ -42,6 +51,7 @@ impl Default for SegmentOptions {
             allow_world: false,
             allow_foreign_owner: false,
             allow_shared_write: false,
+            group: None,
             init_timeout: Duration::from_secs(2),
         }
     }
@@ -115,7 +125,16 @@ impl Segment {
             });
         }
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_NOFOLLOW;
-        let fd = match shm_open(cname.as_c_str(), flags, Mode::from_bits_truncate(opts.mode)) {
+        // With a group to set, owner-only until it is set: a group mode now
+        // would let the creator's primary group open it (and keep the
+        // descriptor) before `fchown` hands it to `opts.group`. An opener of
+        // that group racing this creation gets PermissionDenied meanwhile.
+        let initial = if opts.group.is_some() {
+            Mode::S_IRUSR | Mode::S_IWUSR
+        } else {
+            Mode::from_bits_truncate(opts.mode)
+        };
+        let fd = match shm_open(cname.as_c_str(), flags, initial) {
             Ok(fd) => fd,
             Err(Errno::EEXIST) | Err(Errno::ELOOP) => {
                 return Err(Error::AlreadyExists { name: name.into() })
@@ -130,6 +149,21 @@ impl Segment {
         };
         // From here on the object is ours: remove it again if we cannot finish.
         let cleanup = UnlinkOnDrop(Some(cname));
+        if let Some(gid) = opts.group {
+            match fchown(&fd, None, Some(Gid::from_raw(gid))) {
+                Ok(()) => {}
+                Err(Errno::EPERM) => {
+                    return Err(Error::PermissionDenied {
+                        name: name.into(),
+                        detail: format!(
+                            "cannot give it group {gid}: this process is not a member of that \
+                             group (add the user to it, or pick one of its groups: `id -G`)"
+                        ),
+                    })
+                }
+                Err(e) => return Err(io("fchown", e)),
+            }
+        }
         // The umask applied to shm_open's mode; set exactly what was asked.
         fchmod(&fd, Mode::from_bits_truncate(opts.mode)).map_err(|e| io("fchmod", e))?;
         let len = i64::try_from(size).map_err(|_| Error::InvalidArgument {
@@ -209,6 +243,70 @@ impl Segment {
         ))
     }
 
+    /// Create an unnamed memfd of exactly `size` bytes, sealed against
+    /// shrinking, growing and further sealing before it is mapped (see
+    /// `memfd.rs`). Only this process holds it until the caller hands on a
+    /// duplicate of [`Segment::fd`].
+    pub(crate) fn create_memfd(size: usize) -> Result<Segment, Error> {
+        let fd = crate::memfd::create_sealed(size)?;
+        let map = map(&fd, size)?;
+        Ok(Segment {
+            map,
+            fd,
+            name: crate::memfd::SEGMENT_NAME.into(),
+        })
+    }
+
+    /// Map a descriptor someone handed us, after checking that it is a memfd
+    /// carrying every seal in `memfd::REQUIRED_SEALS` (so its size can never
+    /// change under the mapping) and big enough for a header. Owner and mode
+    /// are not checked: holding the descriptor is the permission.
+    pub(crate) fn open_fd(fd: OwnedFd) -> Result<Segment, Error> {
+        let name = crate::memfd::SEGMENT_NAME;
+        crate::memfd::check_seals(fd.as_fd())?;
+        let fl = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| io("fcntl(F_GETFL)", e))?;
+        if OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE != OFlag::O_RDWR {
+            return Err(Error::PermissionDenied {
+                name: name.into(),
+                detail: "the descriptor is not open read-write; pass one from the queue's \
+                         dup_fd(), not a read-only reopen"
+                    .into(),
+            });
+        }
+        let st = fstat(&fd).map_err(|e| io("fstat", e))?;
+        let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        if fmt != SFlag::S_IFREG {
+            return Err(Error::Foreign {
+                name: name.into(),
+                detail: "not a regular file".into(),
+            });
+        }
+        if (st.st_size as u64) < HEADER_SIZE as u64 {
+            return Err(Error::Foreign {
+                name: name.into(),
+                detail: format!("{} bytes is too small for a header", st.st_size),
+            });
+        }
+        let len = usize::try_from(st.st_size).map_err(|_| Error::Foreign {
+            name: name.into(),
+            detail: "size does not fit in memory".into(),
+        })?;
+        let map = map(&fd, len)?;
+        Ok(Segment {
+            map,
+            fd,
+            name: name.into(),
+        })
+    }
+
+    /// A new descriptor for the same object (close-on-exec), to hand on.
+    pub(crate) fn dup_fd(&self) -> Result<OwnedFd, Error> {
+        self.fd.try_clone().map_err(|source| Error::Io {
+            op: "fcntl(F_DUPFD_CLOEXEC)",
+            source,
+        })
+    }
+
     /// Start of the mapping; page-aligned.
     pub(crate) fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()
@@ -247,24 +345,56 @@ fn check_stat(name: &str, fd: &OwnedFd, opts: &SegmentOptions) -> Result<FileSta
         });
     }
     let me = geteuid().as_raw();
-    if st.st_uid != me && !opts.allow_foreign_owner {
+    // The expected group: the segment must have it, and then its owner and
+    // group write access are what the caller asked for. Only root or a
+    // member of the group can give a file that group (chown(2)), so a
+    // stranger cannot dress up a segment as the group's.
+    let group_ok = match opts.group {
+        Some(gid) if st.st_gid != gid => {
+            return Err(Error::PermissionDenied {
+                name: name.into(),
+                detail: format!(
+                    "it belongs to group {} but group {gid} was expected; \
+                     ask its creator to share it with group {gid}, or open it with that group",
+                    st.st_gid
+                ),
+            })
+        }
+        Some(_) => true,
+        None => false,
+    };
+    if st.st_uid != me && !opts.allow_foreign_owner && !group_ok {
         return Err(Error::PermissionDenied {
             name: name.into(),
             detail: format!(
                 "owned by uid {} but this process runs as uid {me}; \
-                 pass allow_foreign_owner(true) if you trust that user",
+                 pass allow_foreign_owner(true) if you trust that user, \
+                 or group(gid) if it is shared with a group you trust",
                 st.st_uid
             ),
         });
     }
-    if st.st_mode & 0o022 != 0 && !opts.allow_shared_write {
+    let unexpected_write = if group_ok { 0o002 } else { 0o022 };
+    if st.st_mode & unexpected_write != 0 && !opts.allow_shared_write {
         return Err(Error::PermissionDenied {
             name: name.into(),
-            detail: format!(
-                "mode {:#o} lets other users write it, so they could corrupt the queue; \
-                 pass allow_shared_write(true) if that is intended",
-                st.st_mode & 0o777
-            ),
+            detail: if group_ok {
+                format!(
+                    "mode {:#o} lets every user on the host write it, so anyone could corrupt \
+                     the queue; recreate it without world access, or pass \
+                     allow_shared_write(true) if that is intended",
+                    st.st_mode & 0o777
+                )
+            } else {
+                format!(
+                    "mode {:#o} (group {}) lets other users write it, so they could corrupt the \
+                     queue; pass group({}) to share it with that group, or \
+                     allow_shared_write(true) if any writer is intended",
+                    st.st_mode & 0o777,
+                    st.st_gid,
+                    st.st_gid
+                )
+            },
         });
     }
     Ok(st)

@@ -138,6 +138,16 @@ impl<T: Pod> Builder<T> {
 
     crate::options::shared_builder_options!();
 
+    crate::options::memfd_builder_entry_points!(
+        Spsc,
+        expected = |b: &Self| b.expected(),
+        wrap = |b: &Self, ring: Ring| Spsc {
+            ring: Arc::new(ring),
+            spin: b.spin,
+            _t: PhantomData,
+        },
+    );
+
     fn expected(&self) -> Expected {
         Expected {
             kind: QueueKind::Spsc,
@@ -214,6 +224,8 @@ impl<T: Pod> Spsc<T> {
     pub fn builder() -> Builder<T> {
         Builder::default()
     }
+
+    crate::options::memfd_queue_methods!(Spsc);
 
     /// Claim the producer role. Fails with [`Error::RoleTaken`] while another
     /// live producer holds it (in any process); succeeds again once it is
