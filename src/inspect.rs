@@ -201,12 +201,12 @@ impl SegmentInfo {
         self.kind.and_then(known_kind)
     }
 
-    /// The kind for display: `"spsc"`, `"mpmc"`, the number for kinds this
-    /// build does not know, `"-"` when not read.
+    /// The kind for display: `"spsc"`, `"mpmc"` (the [`QueueKind`] name in
+    /// lower case), the number for kinds this build does not know, `"-"`
+    /// when not read.
     pub fn kind_label(&self) -> String {
         match (self.queue_kind(), self.kind) {
-            (Some(QueueKind::Spsc), _) => "spsc".into(),
-            (Some(QueueKind::Mpmc), _) => "mpmc".into(),
+            (Some(k), _) => format!("{k:?}").to_lowercase(),
             (None, Some(k)) => k.to_string(),
             (None, None) => "-".into(),
         }
@@ -236,6 +236,9 @@ impl SegmentInfo {
     }
 }
 
+/// The kinds this module can describe. A new [`QueueKind`] gets an arm
+/// here (until then its segments are shown with their number and their
+/// geometry is not checked).
 fn known_kind(k: u32) -> Option<QueueKind> {
     match k {
         1 => Some(QueueKind::Spsc),
@@ -722,7 +725,12 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
         let head = ne_u64(&b, core::mem::offset_of!(Header, head));
         let tail = ne_u64(&b, core::mem::offset_of!(Header, tail));
         match fill(&g, head, tail) {
-            Ok(n) => {
+            Ok(None) => checks.set(
+                "indices",
+                Outcome::Skipped,
+                format!("head {head}, tail {tail}: not interpreted for this kind"),
+            ),
+            Ok(Some(n)) => {
                 info.fill = Some(n);
                 checks.pass("indices", format!("head {head}, tail {tail}: {n} items"));
             }
@@ -782,9 +790,10 @@ fn check_geometry(
     let elem_align = id_u64!(b, elem_align);
     let capacity = id_u64!(b, capacity);
     let flags = id_u32!(b, flags);
-    let known_flags = match kind {
-        QueueKind::Spsc => 0,
-        QueueKind::Mpmc => FLAG_PADDED_SLOTS,
+    let known_flags = if kind == QueueKind::Mpmc {
+        FLAG_PADDED_SLOTS
+    } else {
+        0
     };
     if flags & !known_flags != 0 {
         checks.fail("geometry", format!("unknown layout flags {flags:#x}"));
@@ -840,27 +849,31 @@ fn check_geometry(
     }
 }
 
-/// Items in the queue, from untrusted indices.
-fn fill(g: &Geometry, head: u64, tail: u64) -> Result<u64, String> {
-    match g.kind {
-        QueueKind::Spsc => {
-            let b = g.buffer_size as u64;
-            if head >= b || tail >= b {
-                return Err(format!("an index is not below the {b} slots"));
-            }
-            Ok(if head >= tail {
-                head - tail
-            } else {
-                head + b - tail
-            })
+/// Items in the queue, from untrusted indices (`None`: a kind whose
+/// indices this module does not interpret).
+fn fill(g: &Geometry, head: u64, tail: u64) -> Result<Option<u64>, String> {
+    if g.kind == QueueKind::Spsc {
+        // Indices in [0, capacity + 1); one slot always empty.
+        let b = g.buffer_size as u64;
+        if head >= b || tail >= b {
+            return Err(format!("an index is not below the {b} slots"));
         }
-        QueueKind::Mpmc => match head.checked_sub(tail) {
-            Some(n) if n <= g.capacity as u64 => Ok(n),
+        Ok(Some(if head >= tail {
+            head - tail
+        } else {
+            head + b - tail
+        }))
+    } else if g.kind == QueueKind::Mpmc {
+        // Monotonic positions; at most `capacity` apart.
+        match head.checked_sub(tail) {
+            Some(n) if n <= g.capacity as u64 => Ok(Some(n)),
             _ => Err(format!(
                 "head - tail is not within 0..={} (the capacity)",
                 g.capacity
             )),
-        },
+        }
+    } else {
+        Ok(None)
     }
 }
 

@@ -21,7 +21,7 @@
 use clap::Args;
 use serde::Serialize;
 use shmqueue::inspect::{self, EndpointStatus, InitState, Outcome, Refusal, Removal, SegmentInfo};
-use shmqueue::{Error, QueueKind};
+use shmqueue::Error;
 
 use crate::{ExitWith, Res};
 
@@ -83,7 +83,7 @@ struct JsonSegment<'a> {
     name: &'a str,
     shmqueue: bool,
     kind: Option<u32>,
-    kind_name: Option<&'static str>,
+    kind_name: Option<String>,
     version: Option<u32>,
     elem_size: Option<u64>,
     elem_align: Option<u64>,
@@ -129,13 +129,6 @@ struct JsonRm {
     reason: Option<String>,
 }
 
-fn kind_name(s: &SegmentInfo) -> Option<&'static str> {
-    match s.queue_kind()? {
-        QueueKind::Spsc => Some("spsc"),
-        QueueKind::Mpmc => Some("mpmc"),
-    }
-}
-
 fn status_name(s: EndpointStatus) -> &'static str {
     match s {
         EndpointStatus::Vacant => "vacant",
@@ -166,7 +159,7 @@ fn json_segment(s: &SegmentInfo) -> JsonSegment<'_> {
         name: &s.name,
         shmqueue: s.shmqueue,
         kind: s.kind,
-        kind_name: kind_name(s),
+        kind_name: s.queue_kind().map(|_| s.kind_label()),
         version: s.version,
         elem_size: s.elem_size,
         elem_align: s.elem_align,
