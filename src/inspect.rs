@@ -323,6 +323,9 @@ pub fn list() -> Result<Vec<SegmentInfo>, Error> {
 pub enum Refusal {
     /// Not a shmqueue segment (see the failed check). Never removed.
     NotShmqueue,
+    /// This user cannot read it, so it cannot be verified to be a shmqueue
+    /// segment. Never removed.
+    Unreadable,
     /// Some process has it open or holds an endpoint (or held a lock at the
     /// moment of removal). Removed only when forced.
     InUse,
@@ -365,7 +368,12 @@ pub enum Removal {
 pub fn remove(name: &str, force: bool) -> Result<Removal, Error> {
     let (info, file) = inspect_opened(name, true)?;
     let Some((file, writable)) = file.filter(|_| info.shmqueue) else {
-        return Ok(Removal::Refused(info, Refusal::NotShmqueue));
+        let why = if info.check("readable").map(|c| c.outcome) == Some(Outcome::Fail) {
+            Refusal::Unreadable
+        } else {
+            Refusal::NotShmqueue
+        };
+        return Ok(Removal::Refused(info, why));
     };
     let info = if force {
         info
@@ -436,14 +444,10 @@ fn inspect_opened(
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&path)
     };
-    let mut opened = if writable {
-        open(true).map(|f| (f, true))
-    } else {
-        Err(io::Error::from_raw_os_error(libc::EACCES))
+    let opened = match writable.then(|| open(true)) {
+        Some(Ok(f)) => Ok((f, true)),
+        _ => open(false).map(|f| (f, false)),
     };
-    if opened.is_err() {
-        opened = open(false).map(|f| (f, false));
-    }
     match opened {
         Ok((file, w)) => {
             let meta = file.metadata().map_err(|e| io("fstat", e))?;

@@ -278,7 +278,10 @@ pub fn stat(a: StatArgs) -> Res {
     if a.json {
         return print_json(&json_segment(&s));
     }
-    let verdict = if !s.shmqueue {
+    let unreadable = s.check("readable").map(|c| c.outcome) == Some(Outcome::Fail);
+    let verdict = if unreadable {
+        "cannot be read by this user"
+    } else if !s.shmqueue {
         "NOT a shmqueue segment"
     } else if s.stale {
         "shmqueue segment, STALE (no process has it open)"
@@ -365,6 +368,11 @@ fn refusal_reason(s: &SegmentInfo, r: Refusal) -> String {
                 .first_failure()
                 .map_or_else(String::new, |c| format!(": {} {}", c.name, c.detail));
             format!("not a shmqueue segment{why}; never removed")
+        }
+        Refusal::Unreadable => {
+            "this user cannot read it, so it cannot be verified to be a shmqueue segment; \
+             never removed"
+                .into()
         }
         Refusal::InUse => format!(
             "in use ({} live endpoints{}); use --force to remove it anyway",
