@@ -361,6 +361,15 @@ fn stat_reports_a_corrupted_header_and_an_unknown_kind() {
 
 #[test]
 fn rm_refuses_a_live_ring_without_force_and_removes_it_with_force() {
+    if child_role().as_deref() == Some("creator") {
+        // Create a ring and exit: nothing of it is left in any process
+        // (a ring dropped by this test process could still be shared, for
+        // an instant, with a child another test thread is spawning).
+        run_child(|| {
+            drop(Spsc::<u64>::create(&child_arg("NAME"), 8).map_err(|e| e.to_string())?);
+            Ok(())
+        });
+    }
     let held = Shm::new("rmlive-held");
     let unused = Shm::new("rmlive-unused");
     // A handle alone, with no endpoint attached, makes it live.
@@ -389,7 +398,12 @@ fn rm_refuses_a_live_ring_without_force_and_removes_it_with_force() {
     // whether anything was refused.
     let unused2 = Shm::new("rmlive-unused2");
     let held2 = Shm::new("rmlive-held2");
-    drop(Spsc::<u64>::create(unused2.name(), 8).unwrap());
+    spawn(
+        "rm_refuses_a_live_ring_without_force_and_removes_it_with_force",
+        "creator",
+        &[("NAME", unused2.name().to_owned())],
+    )
+    .success();
     let _q2 = Spsc::<u64>::create(held2.name(), 8).unwrap();
     let o = shmq(&["rm", unused2.name(), held2.name()]);
     assert_eq!(o.code, 3);
