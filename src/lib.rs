@@ -37,6 +37,11 @@
 //! `char`, `&T` and enums are `Copy` but have invalid bit patterns or
 //! addresses that mean nothing in another process.
 //!
+//! [`inspect()`], [`list()`] and [`inspect::remove`] describe and clean up
+//! segments (including stale ones, that no process has open) without
+//! attaching to them; the `shmq` tool's `ls`, `stat` and `rm` are built on
+//! them.
+//!
 //! See `docs/DESIGN.md` for the memory layout, the ordering argument, the
 //! waiting protocol and the failure model.
 
@@ -48,6 +53,7 @@
 
 mod error;
 mod header;
+pub mod inspect;
 mod liveness;
 pub mod memfd;
 pub mod mpmc;
@@ -63,6 +69,7 @@ pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
 };
 pub use header::QueueKind;
+pub use inspect::{inspect, list, SegmentInfo};
 pub use mpmc::Mpmc;
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use segment::unlink;

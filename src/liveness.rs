@@ -23,6 +23,31 @@
 //! The descriptor is opened with `O_CLOEXEC`; a process that `fork`s without
 //! `exec` shares its description with the child, and the token then lives
 //! until both have exited.
+//!
+//! ## Byte assignment
+//!
+//! | bytes | lock | held by |
+//! |---|---|---|
+//! | `i` for `i < endpoints` (at most `2 × 1024`) | write | the endpoint holding registry entry `i` |
+//! | [`HANDLE_BYTE`] = 2^32 | read (shared) | every handle: each mapping of the segment through shmqueue (`Spsc`, `Mpmc`, …), from just after `shm_open` until it is dropped |
+//! | the whole file, `[0, ∞)` | write | `shmqueue::inspect::remove`, for the instant between checking the header and unlinking |
+//!
+//! The handle byte lies beyond every possible registry index (a `u32`), so
+//! the two kinds of token never overlap; locks past the end of the file are
+//! allowed and cost nothing. A handle's read lock sits on the segment's own
+//! descriptor (the one that maps it), so it lasts exactly as long as the
+//! handle, and the kernel drops it when the process dies. "Nobody holds any
+//! lock on the file" therefore means "no process has this segment open
+//! through shmqueue": the segment is *stale* (see `inspect.rs`).
+//!
+//! A creator takes its handle lock right after `shm_open` and before it
+//! sizes the file or writes the header; an opener right after `shm_open`.
+//! So a header with a valid magic number was written by someone who held a
+//! handle lock at the time, and a prober that reads the magic *before* it
+//! probes the locks never calls a segment in its creator's init window stale.
+//! A remover holds the whole-file write lock while it re-reads the header and
+//! unlinks; an opener that arrives then waits for it (bounded) and finds the
+//! file unlinked (`st_nlink == 0`), which it reports as `NotFound`.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -39,12 +64,22 @@ fn io(op: &'static str, e: Errno) -> Error {
     }
 }
 
+/// The byte whose shared OFD lock every handle holds (see the module docs):
+/// one past the largest registry index a `u32` can name.
+pub(crate) const HANDLE_BYTE: libc::off_t = 1 << 32;
+
 fn lock_range(kind: libc::c_int, index: u32) -> libc::flock {
+    lock_bytes(kind, libc::off_t::from(index), 1)
+}
+
+/// A lock request for `len` bytes from `start` (`len` 0: to the end of any
+/// possible file).
+fn lock_bytes(kind: libc::c_int, start: libc::off_t, len: libc::off_t) -> libc::flock {
     libc::flock {
         l_type: kind as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: libc::off_t::from(index),
-        l_len: 1,
+        l_start: start,
+        l_len: len,
         // OFD locks require l_pid = 0.
         l_pid: 0,
     }
@@ -83,4 +118,58 @@ pub(crate) fn is_held(segment: BorrowedFd<'_>, index: u32) -> Result<bool, Error
     let mut lock = lock_range(libc::F_WRLCK, index);
     fcntl(segment, FcntlArg::F_OFD_GETLK(&mut lock)).map_err(|e| io("fcntl(F_OFD_GETLK)", e))?;
     Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Take the handle's shared lock on [`HANDLE_BYTE`] with the segment's own
+/// descriptor (so it lives as long as the mapping's descriptor). A remover
+/// holds a whole-file write lock for an instant; retry until `deadline`.
+/// `Ok(false)`: still refused at the deadline.
+pub(crate) fn hold_handle(
+    segment: BorrowedFd<'_>,
+    deadline: std::time::Instant,
+) -> Result<bool, Error> {
+    let lock = lock_bytes(libc::F_RDLCK, HANDLE_BYTE, 1);
+    loop {
+        match fcntl(segment, FcntlArg::F_OFD_SETLK(&lock)) {
+            Ok(_) => return Ok(true),
+            Err(Errno::EAGAIN) | Err(Errno::EACCES) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(io("fcntl(F_OFD_SETLK) on the handle byte", e)),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        // Bounded poll: a remover holds its lock only while it unlinks.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Whether any open file description other than `fd`'s holds a handle lock.
+pub(crate) fn handle_held(fd: BorrowedFd<'_>) -> Result<bool, Error> {
+    probe(fd, HANDLE_BYTE, 1)
+}
+
+/// Whether any open file description other than `fd`'s holds any lock on
+/// any byte of the file: a handle, an endpoint token, or a remover.
+pub(crate) fn any_lock_held(fd: BorrowedFd<'_>) -> Result<bool, Error> {
+    probe(fd, 0, 0)
+}
+
+fn probe(fd: BorrowedFd<'_>, start: libc::off_t, len: libc::off_t) -> Result<bool, Error> {
+    // Asking for a write lock reports read and write locks alike; GETLK
+    // needs no write access to the descriptor.
+    let mut lock = lock_bytes(libc::F_WRLCK, start, len);
+    fcntl(fd, FcntlArg::F_OFD_GETLK(&mut lock)).map_err(|e| io("fcntl(F_OFD_GETLK)", e))?;
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Take a write lock on the whole file with `fd` (opened read-write), or
+/// `Ok(false)` if anyone else holds any lock on it. Held until `fd`'s
+/// description closes. The remover's proof that nobody uses the segment.
+pub(crate) fn lock_whole_file(fd: BorrowedFd<'_>) -> Result<bool, Error> {
+    let lock = lock_bytes(libc::F_WRLCK, 0, 0);
+    match fcntl(fd, FcntlArg::F_OFD_SETLK(&lock)) {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN) | Err(Errno::EACCES) => Ok(false),
+        Err(e) => Err(io("fcntl(F_OFD_SETLK) on the whole segment", e)),
+    }
 }

@@ -149,6 +149,9 @@ impl Segment {
         };
         // From here on the object is ours: remove it again if we cannot finish.
         let cleanup = UnlinkOnDrop(Some(cname));
+        // Before anything is written: a segment in its init window is never
+        // stale (see liveness.rs).
+        hold_handle(name, &fd, deadline_after(Instant::now(), opts.init_timeout))?;
         if let Some(gid) = opts.group {
             match fchown(&fd, None, Some(Gid::from_raw(gid))) {
                 Ok(()) => {}
@@ -207,13 +210,16 @@ impl Segment {
             }
             Err(e) => return Err(io("shm_open", e)),
         };
+        check_stat(name, &fd, opts)?;
+        let deadline = deadline_after(started, opts.init_timeout);
+        // This handle's liveness token (see liveness.rs), then make sure no
+        // remover unlinked the object while we were getting it.
+        hold_handle(name, &fd, deadline)?;
         let mut st = check_stat(name, &fd, opts)?;
+        if st.st_nlink == 0 {
+            return Err(Error::NotFound { name: name.into() });
+        }
         // Between a creator's shm_open and its ftruncate the object is empty.
-        // A huge timeout means "wait as long as it takes": clamp rather than
-        // overflow Instant arithmetic.
-        let deadline = started
-            .checked_add(opts.init_timeout)
-            .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600));
         while (st.st_size as u64) < HEADER_SIZE as u64 {
             if st.st_size != 0 {
                 return Err(Error::Foreign {
@@ -332,6 +338,23 @@ impl Segment {
         fstat(&self.fd)
             .map(|st| st.st_size as u64)
             .map_err(|e| io("fstat", e))
+    }
+}
+
+/// `start + timeout`; a huge timeout means "wait as long as it takes":
+/// clamp rather than overflow Instant arithmetic.
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .unwrap_or(start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Take the handle's shared liveness lock (see liveness.rs).
+fn hold_handle(name: &str, fd: &OwnedFd, deadline: Instant) -> Result<(), Error> {
+    if crate::liveness::hold_handle(fd.as_fd(), deadline)? {
+        Ok(())
+    } else {
+        Err(Error::NotReady { name: name.into() })
     }
 }
 

@@ -1,18 +1,36 @@
 //! `shmq`: the shmqueue command-line tool.
 //!
 //! One module per subcommand: `demo` (the main job: a verified stream between
-//! two real processes). Each module owns its arguments and its work; this
+//! two real processes); `admin` (`ls`, `stat`, `rm`: inspect and clean up
+//! segments). Each module owns its arguments and its work; this
 //! file only dispatches.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod demo;
 
 /// What every subcommand returns: an error is printed as `shmq: <error>`
 /// and turns into exit status 1.
 pub type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// An error that asks for its own exit status instead of 1 (e.g. `rm`'s 3,
+/// "refused"). Its message, if not empty, is printed as any other.
+#[derive(Debug)]
+pub struct ExitWith {
+    pub code: u8,
+    pub msg: String,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for ExitWith {}
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +54,14 @@ enum Cmd {
     /// (internal) the consumer process of `demo`.
     #[command(hide = true)]
     DemoConsumer(demo::RoleArgs),
+    /// List the shmqueue segments in /dev/shm (name, kind, element size,
+    /// capacity, fill, endpoints alive/attached, stale).
+    Ls(admin::LsArgs),
+    /// Describe one segment in detail, with every header check.
+    Stat(admin::StatArgs),
+    /// Remove segments: only shmqueue segments, only unused ones unless
+    /// --force; or every stale one with --stale. Exit status 3: refused.
+    Rm(admin::RmArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,12 +70,18 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => demo::demo(a),
         Cmd::DemoProducer(a) => demo::producer(a),
         Cmd::DemoConsumer(a) => demo::consumer(a),
+        Cmd::Ls(a) => admin::ls(a),
+        Cmd::Stat(a) => admin::stat(a),
+        Cmd::Rm(a) => admin::rm(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shmq: {e}");
-            ExitCode::FAILURE
+            let code = e.downcast_ref::<ExitWith>().map(|x| x.code);
+            if code.is_none() || !e.to_string().is_empty() {
+                eprintln!("shmq: {e}");
+            }
+            code.map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }
