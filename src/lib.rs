@@ -58,6 +58,7 @@ mod wait;
 pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
 };
+pub use error::{PushAllError, WindowError};
 pub use header::QueueKind;
 pub use mpmc::Mpmc;
 pub use name::{validate_name, MAX_NAME_LEN};

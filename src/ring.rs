@@ -614,6 +614,22 @@ impl Attachment {
         unsafe { self.slots.as_ptr().cast::<T>().add(i) }
     }
 
+    /// Address of slot `i` as a `T`, for the SPSC windows that hand raw
+    /// pointers to their callers (never references: the memory is shared
+    /// with another process).
+    ///
+    /// # Safety
+    /// `i < buffer_size`, and `size_of::<T>()`/`align_of::<T>()` equal the
+    /// geometry's element size/alignment. Using the pointer is subject to
+    /// [`Attachment::write_slot`]'s (or [`Attachment::read_slot`]'s)
+    /// ownership contract for as long as it is used.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) unsafe fn slot_ptr<T: Pod>(&self, i: usize) -> *mut T {
+        // SAFETY: the caller's contract is `slot`'s.
+        unsafe { self.slot::<T>(i) }
+    }
+
     /// Copy `value` into slot `i`.
     ///
     /// # Safety
