@@ -470,7 +470,11 @@ fn publish_in(att: &Attachment, local: &mut ProducerLocal, n: usize) {
     }
     let next = advance(local.in_, n, att.buffer_size());
     let h = att.header();
+    // (The loom suite's relaxed_publish mutation covers this store too.)
+    #[cfg(not(shmq_mutation = "relaxed_publish"))]
     h.head.value.store(next as u64, Ordering::Release);
+    #[cfg(shmq_mutation = "relaxed_publish")]
+    h.head.value.store(next as u64, Ordering::Relaxed);
     local.in_ = next;
     h.events.not_empty.notify();
 }
