@@ -1449,6 +1449,7 @@ impl<'a, T: Pod> ReadWindow<'a, T> {
         ReadWindowIter {
             window: self,
             next: 0,
+            slot: self.consumer.local.out,
         }
     }
 
@@ -1501,18 +1502,31 @@ impl<'a, T: Pod> ReadWindow<'a, T> {
 #[derive(Debug)]
 pub struct ReadWindowIter<'w, 'a, T: Pod> {
     window: &'w ReadWindow<'a, T>,
+    /// Window index of the next item.
     next: usize,
+    /// Its slot: `advance(out, next)`, kept in step (no division, no wrap
+    /// arithmetic per item beyond one compare).
+    slot: usize,
 }
 
 impl<T: Pod> Iterator for ReadWindowIter<'_, '_, T> {
     type Item = T;
 
+    #[inline]
     fn next(&mut self) -> Option<T> {
         if self.next == self.window.len {
             return None;
         }
-        let v = self.window.get(self.next);
+        let att = &self.window.consumer.att;
+        // SAFETY: slot = advance(out, next) < buffer_size with next < len:
+        // a slot of the window, published to us and not reused until we
+        // release it; T matches the geometry.
+        let v = unsafe { att.read_slot(self.slot) };
         self.next += 1;
+        self.slot += 1;
+        if self.slot == att.buffer_size() {
+            self.slot = 0;
+        }
         Some(v)
     }
 
