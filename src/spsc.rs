@@ -1053,6 +1053,29 @@ impl<T: Pod> Consumer<T> {
     /// at least one is published; the window then covers every published
     /// item up to `max`. `max == 0` gives an empty window at once. See
     /// [`Consumer::try_read_window`].
+    ///
+    /// ```
+    /// # use shmqueue::{Spsc, WindowError};
+    /// # let name = format!("/doc-read-window-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 8)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// let t = std::thread::spawn(move || tx.push_all(&[1, 2, 3])); // then drops tx
+    /// let mut sum = 0;
+    /// loop {
+    ///     match rx.read_window(2) {
+    ///         Ok(r) => {
+    ///             sum += r.iter().sum::<u64>();
+    ///             r.release_all();
+    ///         }
+    ///         Err(WindowError::Disconnected) => break, // drained, producer gone
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    /// }
+    /// assert_eq!(sum, 6);
+    /// t.join().unwrap()?;
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_window(&mut self, max: usize) -> Result<ReadWindow<'_, T>, WindowError> {
         self.read_window_until(max, None)
     }
@@ -1325,6 +1348,27 @@ impl<'a, T: Pod> WriteWindow<'a, T> {
     /// until the window is committed or dropped. Write through them with
     /// `ptr::write`, `copy_nonoverlapping` or a system call; do not turn
     /// them into references: the memory is shared with another process.
+    ///
+    /// ```
+    /// # use shmqueue::Spsc;
+    /// # let name = format!("/doc-as-mut-ptr-parts-{}", std::process::id());
+    /// let q = Spsc::<[u8; 16]>::create(&name, 8)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// let mut w = tx.try_write_window(3)?;
+    /// let mut n = 0;
+    /// for (ptr, len) in w.as_mut_ptr_parts() {
+    ///     for i in 0..len {
+    ///         // SAFETY: i < len: inside the window's run, valid until commit.
+    ///         unsafe { ptr.add(i).write([n; 16]) };
+    ///         n += 1;
+    ///     }
+    /// }
+    /// w.commit_all();
+    /// assert_eq!(rx.try_pop()?, [0; 16]);
+    /// assert_eq!(rx.try_pop()?, [1; 16]);
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[cfg(not(loom))]
     pub fn as_mut_ptr_parts(&mut self) -> [(*mut T, usize); 2] {
         let start = self.producer.local.in_;
