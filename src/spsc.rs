@@ -1327,16 +1327,14 @@ impl<'a, T: Pod> WriteWindow<'a, T> {
     /// Write `f(i)` at every window index `i`, in order.
     pub fn fill_with(&mut self, mut f: impl FnMut(usize) -> T) {
         let start = self.producer.local.in_;
+        let (first, len) = (self.first, self.len);
         let att = &self.producer.att;
-        for k in 0..self.first {
-            // SAFETY: start + k < start + first <= buffer_size; in this
-            // window, which the producer owns; T matches the geometry.
-            unsafe { att.write_slot(start + k, f(k)) };
-        }
-        for k in self.first..self.len {
-            // SAFETY: k - first < len - first, the second run's length
-            // (< buffer_size); in this window; T matches the geometry.
-            unsafe { att.write_slot(k - self.first, f(k)) };
+        // SAFETY: start + first <= buffer_size and len - first < buffer_size:
+        // the two runs of this window, which the producer owns; T matches
+        // the geometry.
+        unsafe {
+            att.fill_slots(start, first, &mut f);
+            att.fill_slots(0, len - first, |k| f(first + k));
         }
     }
 
@@ -1489,11 +1487,14 @@ impl<'a, T: Pod> ReadWindow<'a, T> {
     }
 
     /// The items, in order, by copy.
-    pub fn iter(&self) -> ReadWindowIter<'_, 'a, T> {
+    pub fn iter(&self) -> ReadWindowIter<'_, T> {
+        let start = self.consumer.local.out;
         ReadWindowIter {
-            window: self,
-            next: 0,
-            slot: self.consumer.local.out,
+            att: &self.consumer.att,
+            slot: start,
+            run_end: start + self.first,
+            second: self.len - self.first,
+            _t: PhantomData,
         }
     }
 
@@ -1543,41 +1544,48 @@ impl<'a, T: Pod> ReadWindow<'a, T> {
 }
 
 /// Iterator over copies of a [`ReadWindow`]'s items.
-#[derive(Debug)]
-pub struct ReadWindowIter<'w, 'a, T: Pod> {
-    window: &'w ReadWindow<'a, T>,
-    /// Window index of the next item.
-    next: usize,
-    /// Its slot: `advance(out, next)`, kept in step (no division, no wrap
-    /// arithmetic per item beyond one compare).
+pub struct ReadWindowIter<'w, T: Pod> {
+    att: &'w Attachment,
+    /// Next slot to read, in `[.., run_end)`.
     slot: usize,
+    /// End of the current run (`<= buffer_size`).
+    run_end: usize,
+    /// Length of the second run, from slot 0; 0 once it has begun.
+    second: usize,
+    _t: PhantomData<fn() -> T>,
 }
 
-impl<T: Pod> Iterator for ReadWindowIter<'_, '_, T> {
+impl<T: Pod> fmt::Debug for ReadWindowIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadWindowIter")
+            .field("remaining", &self.len())
+            .finish()
+    }
+}
+
+impl<T: Pod> Iterator for ReadWindowIter<'_, T> {
     type Item = T;
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        if self.next == self.window.len {
-            return None;
+        if self.slot == self.run_end {
+            if self.second == 0 {
+                return None;
+            }
+            (self.slot, self.run_end, self.second) = (0, self.second, 0);
         }
-        let att = &self.window.consumer.att;
-        // SAFETY: slot = advance(out, next) < buffer_size with next < len:
-        // a slot of the window, published to us and not reused until we
-        // release it; T matches the geometry.
-        let v = unsafe { att.read_slot(self.slot) };
-        self.next += 1;
+        // SAFETY: slot < run_end, inside one of the two runs of a live read
+        // window (the iterator borrows it): published to us, not reused by
+        // the producer until we release it; T matches the geometry.
+        let v = unsafe { self.att.read_slot(self.slot) };
         self.slot += 1;
-        if self.slot == att.buffer_size() {
-            self.slot = 0;
-        }
         Some(v)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.window.len - self.next;
+        let n = self.run_end - self.slot + self.second;
         (n, Some(n))
     }
 }
 
-impl<T: Pod> ExactSizeIterator for ReadWindowIter<'_, '_, T> {}
+impl<T: Pod> ExactSizeIterator for ReadWindowIter<'_, T> {}
