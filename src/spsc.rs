@@ -1543,6 +1543,16 @@ impl<'a, T: Pod> ReadWindow<'a, T> {
     }
 }
 
+impl<'w, T: Pod> IntoIterator for &'w ReadWindow<'_, T> {
+    type Item = T;
+    type IntoIter = ReadWindowIter<'w, T>;
+
+    /// [`ReadWindow::iter`]: `for v in &window`.
+    fn into_iter(self) -> ReadWindowIter<'w, T> {
+        self.iter()
+    }
+}
+
 /// Iterator over copies of a [`ReadWindow`]'s items.
 pub struct ReadWindowIter<'w, T: Pod> {
     att: &'w Attachment,
