@@ -28,7 +28,11 @@
 //! medians (which mixes rounds from different machine states).
 //!
 //! * stream: throughput shmqueue/rtrb (goal >= 1); also the blocking
-//!   `push()`/`pop()`.
+//!   `push()`/`pop()`; the batch calls (`push_slice`/`pop_slice`: goal of
+//!   at least 3x rtrb's single-item stream), the blocking batch calls
+//!   (`push_all`/`pop_slice_wait`) and the zero-copy windows (goal: at
+//!   least 3x rtrb single-item), against rtrb's chunk API
+//!   (`write_chunk_uninit`/`read_chunk`), all with up to 64 items per call.
 //! * ping-pong: round trip shmqueue/atomic (goal <= 1.6); also rtrb, the
 //!   blocking calls, and "atomic two lines": a payload line written before a
 //!   flag line, the least any ring with its index and slots in separate
@@ -186,6 +190,154 @@ fn stream_shm_batch() -> Bench {
     Bench {
         crew,
         _names: vec![name],
+    }
+}
+
+/// The stream through the blocking batch calls: `push_all` of [`BATCH`]
+/// items, `pop_slice_wait` into a [`BATCH`]-item buffer (spin, then futex).
+fn stream_shm_push_all() -> Bench {
+    let (name, mut tx, mut rx) = shm_ring();
+    let crew = Crew::pair(
+        Timed::B,
+        move |n| {
+            let mut buf = [0u64; BATCH];
+            let mut next = 0u64;
+            while next < n {
+                let len = (n - next).min(BATCH as u64) as usize;
+                for (k, slot) in buf[..len].iter_mut().enumerate() {
+                    *slot = next + k as u64;
+                }
+                tx.push_all(&buf[..len]).expect("push_all");
+                next += len as u64;
+            }
+        },
+        move |n| {
+            let mut buf = [0u64; BATCH];
+            let mut expected = 0u64;
+            while expected < n {
+                let want = (n - expected).min(BATCH as u64) as usize;
+                let k = rx.pop_slice_wait(&mut buf[..want]).expect("pop_slice_wait");
+                for &v in &buf[..k] {
+                    if v != expected {
+                        panic!("out of sequence: expected {expected}, got {v}");
+                    }
+                    expected += 1;
+                }
+            }
+        },
+    );
+    Bench {
+        crew,
+        _names: vec![name],
+    }
+}
+
+/// The stream through zero-copy windows: the producer reserves up to
+/// [`BATCH`] slots, writes them in place (`fill_with`) and commits; the
+/// consumer opens a read window of up to [`BATCH`], checks the items in
+/// place (`iter`, copies of `u64`s) and releases them. One index store per
+/// window on each side.
+fn stream_shm_window() -> Bench {
+    let (name, mut tx, mut rx) = shm_ring();
+    let crew = Crew::pair(
+        Timed::B,
+        move |n| {
+            let mut next = 0u64;
+            let mut spin = Spin::new();
+            while next < n {
+                let want = (n - next).min(BATCH as u64) as usize;
+                let mut w = tx.try_write_window(want).expect("try_write_window");
+                if w.is_empty() {
+                    spin.wait();
+                    continue;
+                }
+                let base = next;
+                w.fill_with(|i| base + i as u64);
+                next += w.len() as u64;
+                w.commit_all();
+            }
+        },
+        move |n| {
+            let mut expected = 0u64;
+            let mut spin = Spin::new();
+            while expected < n {
+                let want = (n - expected).min(BATCH as u64) as usize;
+                let r = rx.try_read_window(want).expect("try_read_window");
+                if r.is_empty() {
+                    spin.wait();
+                    continue;
+                }
+                for v in r.iter() {
+                    if v != expected {
+                        panic!("out of sequence: expected {expected}, got {v}");
+                    }
+                    expected += 1;
+                }
+                r.release_all();
+            }
+        },
+    );
+    Bench {
+        crew,
+        _names: vec![name],
+    }
+}
+
+/// rtrb's chunk API, the same shape as [`stream_shm_window`]: the producer
+/// asks for a chunk of up to [`BATCH`] (`write_chunk_uninit`; on
+/// `TooFewSlots(k)` it takes the `k` there are) and fills it from an
+/// iterator (which commits); the consumer reads a chunk of up to [`BATCH`]
+/// (`read_chunk`), checks it through `as_slices` and commits it.
+fn stream_rtrb_chunk() -> Bench {
+    use rtrb::chunks::ChunkError;
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAP);
+    let crew = Crew::pair(
+        Timed::B,
+        move |n| {
+            let mut next = 0u64;
+            let mut spin = Spin::new();
+            while next < n {
+                let want = (n - next).min(BATCH as u64) as usize;
+                let chunk = match tx.write_chunk_uninit(want) {
+                    Ok(c) => c,
+                    Err(ChunkError::TooFewSlots(0)) => {
+                        assert!(!tx.is_abandoned(), "rtrb consumer gone");
+                        spin.wait();
+                        continue;
+                    }
+                    Err(ChunkError::TooFewSlots(k)) => tx.write_chunk_uninit(k).expect("k slots"),
+                };
+                next += chunk.fill_from_iter(next..) as u64;
+            }
+        },
+        move |n| {
+            let mut expected = 0u64;
+            let mut spin = Spin::new();
+            while expected < n {
+                let want = (n - expected).min(BATCH as u64) as usize;
+                let chunk = match rx.read_chunk(want) {
+                    Ok(c) => c,
+                    Err(ChunkError::TooFewSlots(0)) => {
+                        assert!(!rx.is_abandoned(), "rtrb producer gone");
+                        spin.wait();
+                        continue;
+                    }
+                    Err(ChunkError::TooFewSlots(k)) => rx.read_chunk(k).expect("k items"),
+                };
+                let (a, b) = chunk.as_slices();
+                for &v in a.iter().chain(b) {
+                    if v != expected {
+                        panic!("out of sequence: expected {expected}, got {v}");
+                    }
+                    expected += 1;
+                }
+                chunk.commit_all();
+            }
+        },
+    );
+    Bench {
+        crew,
+        _names: Vec::new(),
     }
 }
 
@@ -406,6 +558,9 @@ fn interleaved(smoke: bool) {
             ("rtrb", stream_rtrb()),
             ("shmqueue blocking", stream_shm_blocking()),
             ("shmqueue batch", stream_shm_batch()),
+            ("shmqueue push_all", stream_shm_push_all()),
+            ("shmqueue window", stream_shm_window()),
+            ("rtrb chunk", stream_rtrb_chunk()),
         ],
         scale(STREAM_BATCH),
         rounds,
@@ -432,6 +587,34 @@ fn interleaved(smoke: bool) {
         rtrb,
         true,
         Some(Goal::AtLeast(3.0)),
+    );
+    s.ratio(
+        "throughput shmqueue window/rtrb",
+        "shmqueue window",
+        rtrb,
+        true,
+        Some(Goal::AtLeast(3.0)),
+    );
+    s.ratio(
+        "throughput shmqueue push_all/rtrb",
+        "shmqueue push_all",
+        rtrb,
+        true,
+        None,
+    );
+    s.ratio(
+        "throughput shmqueue batch/rtrb chunk",
+        "shmqueue batch",
+        "rtrb chunk",
+        true,
+        None,
+    );
+    s.ratio(
+        "throughput shmqueue window/rtrb chunk",
+        "shmqueue window",
+        "rtrb chunk",
+        true,
+        None,
     );
 
     let s = interleave(

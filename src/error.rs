@@ -428,3 +428,103 @@ impl<T> std::error::Error for TryPushError<T> {}
 impl<T> std::error::Error for PushError<T> {}
 impl std::error::Error for TryPopError {}
 impl std::error::Error for PopError {}
+
+/// Why a blocking `push_all`/`push_all_timeout` stopped before every item
+/// was in. Each variant says how many items (a prefix of the slice, in
+/// order) were pushed before it stopped; those are in the ring.
+///
+/// ```
+/// use shmqueue::PushAllError;
+/// let e = PushAllError::Timeout { pushed: 3 };
+/// assert_eq!(e.pushed(), 3);
+/// assert!(e.is_timeout());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushAllError {
+    /// The deadline passed while the ring stayed full (only from `push_all_timeout`).
+    Timeout {
+        /// Items pushed before the deadline.
+        pushed: usize,
+    },
+    /// The consumer has gone (dropped, or its process died).
+    Disconnected {
+        /// Items pushed before it went.
+        pushed: usize,
+    },
+    /// The consumer's index in shared memory is corrupt.
+    Corrupt {
+        /// Items pushed before the corruption was seen.
+        pushed: usize,
+        /// What was corrupt.
+        corruption: Corruption,
+    },
+}
+
+impl PushAllError {
+    /// How many items (a prefix of the slice) were pushed.
+    pub fn pushed(&self) -> usize {
+        match *self {
+            PushAllError::Timeout { pushed }
+            | PushAllError::Disconnected { pushed }
+            | PushAllError::Corrupt { pushed, .. } => pushed,
+        }
+    }
+    /// True for [`PushAllError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PushAllError::Timeout { .. })
+    }
+    /// True for [`PushAllError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, PushAllError::Disconnected { .. })
+    }
+}
+
+impl fmt::Display for PushAllError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushAllError::Timeout { pushed } => write!(
+                f,
+                "timed out waiting for space after pushing {pushed} items; \
+                 the consumer is alive but not keeping up; push the rest again"
+            ),
+            PushAllError::Disconnected { pushed } => write!(
+                f,
+                "the consumer has gone after {pushed} items were pushed; the rest were not"
+            ),
+            PushAllError::Corrupt { pushed, corruption } => {
+                write!(f, "after {pushed} items were pushed: {corruption}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PushAllError {}
+
+/// Why a blocking window call (`write_window`, `read_window` and their
+/// `_timeout` forms) returned no window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowError {
+    /// The deadline passed with no free slot (producer) or no item
+    /// (consumer) (only from the `_timeout` forms).
+    Timeout,
+    /// The peer has gone (for a read window: and the ring is drained).
+    Disconnected,
+    /// The peer's index in shared memory is corrupt.
+    Corrupt(Corruption),
+}
+
+impl fmt::Display for WindowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowError::Timeout => f.write_str(
+                "timed out waiting for the ring to have room (or items); the peer is alive but idle",
+            ),
+            WindowError::Disconnected => {
+                f.write_str("the peer has gone; no window was opened (a new peer may attach later)")
+            }
+            WindowError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for WindowError {}

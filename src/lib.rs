@@ -68,6 +68,7 @@ mod wait;
 pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
 };
+pub use error::{PushAllError, WindowError};
 pub use header::QueueKind;
 pub use inspect::{inspect, list, SegmentInfo};
 pub use mpmc::Mpmc;

@@ -671,6 +671,22 @@ impl Attachment {
         unsafe { self.slots.as_ptr().cast::<T>().add(i) }
     }
 
+    /// Address of slot `i` as a `T`, for the SPSC windows that hand raw
+    /// pointers to their callers (never references: the memory is shared
+    /// with another process).
+    ///
+    /// # Safety
+    /// `i < buffer_size`, and `size_of::<T>()`/`align_of::<T>()` equal the
+    /// geometry's element size/alignment. Using the pointer is subject to
+    /// [`Attachment::write_slot`]'s (or [`Attachment::read_slot`]'s)
+    /// ownership contract for as long as it is used.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) unsafe fn slot_ptr<T: Pod>(&self, i: usize) -> *mut T {
+        // SAFETY: the caller's contract is `slot`'s.
+        unsafe { self.slot::<T>(i) }
+    }
+
     /// Copy `value` into slot `i`.
     ///
     /// # Safety
@@ -734,6 +750,46 @@ impl Attachment {
         // cannot overlap; a raw copy, never a `&mut [T]` over shared memory.
         unsafe {
             core::ptr::copy_nonoverlapping(items.as_ptr(), self.slot::<T>(i), items.len())
+        }
+    }
+
+    /// Write `f(k)` into slot `i + k` for every `k` in `0..n`, in order.
+    ///
+    /// The slot address is computed once: writes through a `*mut T` could
+    /// alias `self`'s fields as far as the compiler knows, so going through
+    /// [`Attachment::write_slot`] per item would reload the base each time
+    /// and keep the loop from being vectorised.
+    ///
+    /// # Safety
+    /// `i + n <= buffer_size`, and as [`Attachment::write_slot`] for every
+    /// slot in the range.
+    #[inline]
+    pub(crate) unsafe fn fill_slots<T: Pod>(
+        &self,
+        i: usize,
+        n: usize,
+        mut f: impl FnMut(usize) -> T,
+    ) {
+        debug_assert!(i + n <= self.buffer_size);
+        #[cfg(loom)]
+        for k in 0..n {
+            // SAFETY: the caller's contract, slot by slot.
+            unsafe { self.write_slot(i + k, f(k)) };
+        }
+        #[cfg(not(loom))]
+        {
+            if n == 0 {
+                return;
+            }
+            // SAFETY: i < buffer_size (n > 0 and the contract); T matches
+            // the geometry.
+            let base = unsafe { self.slot::<T>(i) };
+            for k in 0..n {
+                // SAFETY: i + k < buffer_size: inside the slot array, aligned
+                // as in write_slot, owned by the caller; a raw write, never a
+                // `&mut T` over shared memory.
+                unsafe { base.add(k).write(f(k)) };
+            }
         }
     }
 

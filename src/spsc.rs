@@ -25,12 +25,15 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::error::{BatchError, Corruption, PopError, PushError, Role, TryPopError, TryPushError};
+use crate::error::{
+    BatchError, Corruption, PopError, PushAllError, PushError, Role, TryPopError, TryPushError,
+    WindowError,
+};
 use crate::header::{Expected, Geometry, QueueKind, STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK};
 use crate::ring::{Attachment, Ring};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
-use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};
+use crate::wait::{keep_trying, Deadline, Throttle, TimedOut, DEFAULT_SPIN};
 use crate::Error;
 
 /// Registry entry of the producer role.
@@ -434,6 +437,90 @@ fn used_slots(out: usize, in_: usize, b: usize) -> usize {
     }
 }
 
+/// Free slots right now, for a caller that wants `want` of them: the
+/// cached `out` is refreshed (Acquire) only if it shows fewer. `Ok(0)` when
+/// the ring is full and the consumer lives.
+#[inline]
+fn free_now(att: &Attachment, local: &mut ProducerLocal, want: usize) -> Result<usize, BatchError> {
+    // One load of a line nobody writes in steady state.
+    if att.peer().state.load(Ordering::Relaxed) & STATUS_MASK == STATUS_DETACHED {
+        return Err(BatchError::Disconnected);
+    }
+    let b = att.buffer_size();
+    let mut free = free_slots(local.in_, local.cached_out, b);
+    if free < want {
+        // Acquire: as in try_push, the consumer is done with what it released.
+        let out = check_index(att, "out", att.header().tail.value.load(Ordering::Acquire))
+            .map_err(BatchError::Corrupt)?;
+        local.cached_out = out;
+        free = free_slots(local.in_, out, b);
+        if free == 0 && peer_gone(att, &mut local.reap) {
+            return Err(BatchError::Disconnected);
+        }
+    }
+    Ok(free)
+}
+
+/// `i + n` wrapped into `[0, b)`, for `i < b` and `n <= b`.
+#[inline]
+fn advance(i: usize, n: usize, b: usize) -> usize {
+    let next = i + n;
+    if next >= b {
+        next - b
+    } else {
+        next
+    }
+}
+
+/// Publish `n` more written slots (`n <= free`): one Release store of `in`,
+/// one notification. Every slot write before it happens-before a consumer
+/// that Acquires the new `in`.
+#[inline]
+fn publish_in(att: &Attachment, local: &mut ProducerLocal, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let next = advance(local.in_, n, att.buffer_size());
+    let h = att.header();
+    // (The loom suite's relaxed_publish mutation covers this store too.)
+    #[cfg(not(shmq_mutation = "relaxed_publish"))]
+    h.head.value.store(next as u64, Ordering::Release);
+    #[cfg(shmq_mutation = "relaxed_publish")]
+    h.head.value.store(next as u64, Ordering::Relaxed);
+    local.in_ = next;
+    h.events.not_empty.notify();
+}
+
+/// [`Producer::push_slice`], on the producer's parts (so the blocking
+/// callers can hand it to [`keep_trying`]).
+#[inline]
+fn push_slice_impl<T: Pod>(
+    att: &Attachment,
+    local: &mut ProducerLocal,
+    items: &[T],
+) -> Result<usize, BatchError> {
+    let free = free_now(att, local, items.len())?;
+    let n = free.min(items.len());
+    if n == 0 {
+        return Ok(0);
+    }
+    let b = att.buffer_size();
+    // At most two runs: up to the end of the array, then from slot 0.
+    let first = n.min(b - local.in_);
+    // SAFETY: in_ < b, first <= b - in_ and n - first < b, so both runs
+    // lie in the slot array. n <= free, so the n slots from in_ onwards
+    // (wrapping) are free: released by the consumer (Acquire on `out`)
+    // and invisible to it until publish_in's store, as in try_push. T
+    // matches the validated geometry.
+    unsafe {
+        att.write_slots(local.in_, &items[..first]);
+        att.write_slots(0, &items[first..n]);
+    }
+    // Release: every slot of the batch happens-before the consumer's Acquire.
+    publish_in(att, local, n);
+    Ok(n)
+}
+
 impl<T: Pod> Producer<T> {
     /// Push as many of `items` as fit, in order, with one publication of
     /// `in` (and one notification) for the whole batch; never blocks.
@@ -452,52 +539,175 @@ impl<T: Pod> Producer<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn push_slice(&mut self, items: &[T]) -> Result<usize, BatchError> {
+        push_slice_impl(&self.att, &mut self.local, items)
+    }
+
+    /// Push every item of `items`, in order, waiting (spin, then futex) while
+    /// the ring is full. Each time there is room it moves as many items as
+    /// fit with one publication of `in`. An empty slice returns at once.
+    ///
+    /// Fails only if the consumer goes away or the segment is corrupt; the
+    /// error says how many items (a prefix of `items`) went in.
+    ///
+    /// ```
+    /// # use shmqueue::Spsc;
+    /// # let name = format!("/doc-push-all-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 4)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// let t = std::thread::spawn(move || {
+    ///     let mut buf = [0u64; 3];
+    ///     let mut got = Vec::new();
+    ///     while got.len() < 10 {
+    ///         let n = rx.pop_slice_wait(&mut buf).unwrap();
+    ///         got.extend_from_slice(&buf[..n]);
+    ///     }
+    ///     got
+    /// });
+    /// let items: Vec<u64> = (0..10).collect();
+    /// tx.push_all(&items)?; // more than the ring holds: waits for the consumer
+    /// assert_eq!(t.join().unwrap(), items);
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_all(&mut self, items: &[T]) -> Result<(), PushAllError> {
+        self.push_all_until(items, None)
+    }
+
+    /// Like [`Producer::push_all`], giving up after `timeout` (one deadline
+    /// for the whole slice) with [`PushAllError::Timeout`], which says how
+    /// many items went in.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use shmqueue::{PushAllError, Spsc};
+    /// # let name = format!("/doc-push-all-timeout-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 4)?;
+    /// let (mut tx, _rx) = (q.producer()?, q.consumer()?);
+    /// let r = tx.push_all_timeout(&[1, 2, 3, 4, 5, 6], Duration::from_millis(10));
+    /// assert_eq!(r, Err(PushAllError::Timeout { pushed: 4 }));
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_all_timeout(&mut self, items: &[T], timeout: Duration) -> Result<(), PushAllError> {
+        self.push_all_until(items, Some(Deadline::after(timeout)))
+    }
+
+    fn push_all_until(
+        &mut self,
+        items: &[T],
+        deadline: Option<Deadline>,
+    ) -> Result<(), PushAllError> {
         let att = &self.att;
         let local = &mut self.local;
-        let h = att.header();
-        let b = att.buffer_size();
-        if att.peer().state.load(Ordering::Relaxed) & STATUS_MASK == STATUS_DETACHED {
-            return Err(BatchError::Disconnected);
+        let event = &att.header().events.not_full;
+        let fail = |pushed, e| match e {
+            BatchError::Disconnected => PushAllError::Disconnected { pushed },
+            BatchError::Corrupt(corruption) => PushAllError::Corrupt { pushed, corruption },
+        };
+        let mut pushed = 0;
+        while pushed < items.len() {
+            let rest = &items[pushed..];
+            let n = match push_slice_impl(att, local, rest) {
+                Ok(0) => {
+                    let r = keep_trying(event, self.spin, deadline, || {
+                        match push_slice_impl(att, local, rest) {
+                            Ok(0) => None,
+                            r => Some(r),
+                        }
+                    });
+                    match r {
+                        Ok(r) => r.map_err(|e| fail(pushed, e))?,
+                        Err(TimedOut) => return Err(PushAllError::Timeout { pushed }),
+                    }
+                }
+                Ok(n) => n,
+                Err(e) => return Err(fail(pushed, e)),
+            };
+            pushed += n;
         }
-        if items.is_empty() {
-            return Ok(0);
-        }
-        let mut free = free_slots(local.in_, local.cached_out, b);
-        if free < items.len() {
-            // Acquire: as in try_push, the consumer is done with what it released.
-            let out = check_index(att, "out", h.tail.value.load(Ordering::Acquire))
-                .map_err(BatchError::Corrupt)?;
-            local.cached_out = out;
-            free = free_slots(local.in_, out, b);
-            if free == 0 {
-                return if peer_gone(att, &mut local.reap) {
-                    Err(BatchError::Disconnected)
-                } else {
-                    Ok(0)
-                };
+        Ok(())
+    }
+
+    /// Reserve up to `max` slots for writing in place, without blocking: a
+    /// [`WriteWindow`] over the ring's own slots (empty if the ring is
+    /// full). Nothing is visible to the consumer until
+    /// [`WriteWindow::commit`]; dropping the window publishes nothing.
+    ///
+    /// ```
+    /// # use shmqueue::Spsc;
+    /// # let name = format!("/doc-try-write-window-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 4)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// let mut w = tx.try_write_window(8)?;
+    /// assert_eq!(w.len(), 4); // what is free
+    /// w.fill_with(|i| 10 * i as u64);
+    /// w.commit(3); // publish the first three, one index store
+    /// assert_eq!(rx.try_pop()?, 0);
+    /// assert_eq!(rx.try_pop()?, 10);
+    /// assert_eq!(rx.try_pop()?, 20);
+    /// assert!(rx.try_pop().is_err());
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_write_window(&mut self, max: usize) -> Result<WriteWindow<'_, T>, BatchError> {
+        let free = free_now(&self.att, &mut self.local, max)?;
+        Ok(WriteWindow::new(self, free.min(max)))
+    }
+
+    /// Reserve up to `max` slots for writing in place, waiting (spin, then
+    /// futex) until at least one is free; the window then covers every
+    /// free slot up to `max`. `max == 0` gives an empty window at once.
+    /// See [`Producer::try_write_window`].
+    pub fn write_window(&mut self, max: usize) -> Result<WriteWindow<'_, T>, WindowError> {
+        self.write_window_until(max, None)
+    }
+
+    /// Like [`Producer::write_window`], giving up after `timeout` with
+    /// [`WindowError::Timeout`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use shmqueue::{Spsc, WindowError};
+    /// # let name = format!("/doc-write-window-timeout-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 2)?;
+    /// let (mut tx, _rx) = (q.producer()?, q.consumer()?);
+    /// tx.push_slice(&[1, 2])?;
+    /// let t = Duration::from_millis(10);
+    /// assert_eq!(tx.write_window_timeout(1, t).unwrap_err(), WindowError::Timeout);
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_window_timeout(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<WriteWindow<'_, T>, WindowError> {
+        self.write_window_until(max, Some(Deadline::after(timeout)))
+    }
+
+    fn write_window_until(
+        &mut self,
+        max: usize,
+        deadline: Option<Deadline>,
+    ) -> Result<WriteWindow<'_, T>, WindowError> {
+        let att = &self.att;
+        let local = &mut self.local;
+        let want = max.max(1);
+        let free = match free_now(att, local, want).map_err(window_error)? {
+            0 if max > 0 => {
+                let event = &att.header().events.not_full;
+                let r = keep_trying(event, self.spin, deadline, || {
+                    match free_now(att, local, want) {
+                        Ok(0) => None,
+                        r => Some(r),
+                    }
+                });
+                r.map_err(|TimedOut| WindowError::Timeout)?
+                    .map_err(window_error)?
             }
-        }
-        let n = free.min(items.len());
-        // At most two runs: up to the end of the array, then from slot 0.
-        let first = n.min(b - local.in_);
-        // SAFETY: in_ < b, first <= b - in_ and n - first < b, so both runs
-        // lie in the slot array. n <= free, so the n slots from in_ onwards
-        // (wrapping) are free: released by the consumer (Acquire on `out`)
-        // and invisible to it until the store below, as in try_push. T
-        // matches the validated geometry.
-        unsafe {
-            att.write_slots(local.in_, &items[..first]);
-            att.write_slots(0, &items[first..n]);
-        }
-        let mut next = local.in_ + n;
-        if next >= b {
-            next -= b;
-        }
-        // Release: every slot of the batch happens-before the consumer's Acquire.
-        h.head.value.store(next as u64, Ordering::Release);
-        local.in_ = next;
-        h.events.not_empty.notify();
-        Ok(n)
+            f => f,
+        };
+        Ok(WriteWindow::new(self, free.min(max)))
     }
 
     /// Push without blocking.
@@ -662,6 +872,99 @@ fn try_pop_impl<T: Pod>(att: &Attachment, local: &mut ConsumerLocal) -> Result<T
     Ok(value)
 }
 
+fn window_error(e: BatchError) -> WindowError {
+    match e {
+        BatchError::Disconnected => WindowError::Disconnected,
+        BatchError::Corrupt(c) => WindowError::Corrupt(c),
+    }
+}
+
+fn pop_error(e: BatchError) -> PopError {
+    match e {
+        BatchError::Disconnected => PopError::Disconnected,
+        BatchError::Corrupt(c) => PopError::Corrupt(c),
+    }
+}
+
+/// Published items right now, for a caller that wants `want` of them: the
+/// cached `in` is refreshed (Acquire) only if it shows fewer. `Ok(0)` when
+/// the ring is empty and the producer lives; `Disconnected` once it is
+/// drained and the producer has gone.
+#[inline]
+fn available_now(
+    att: &Attachment,
+    local: &mut ConsumerLocal,
+    want: usize,
+) -> Result<usize, BatchError> {
+    let corrupt = |e| match e {
+        TryPopError::Corrupt(c) => BatchError::Corrupt(c),
+        _ => BatchError::Disconnected,
+    };
+    let b = att.buffer_size();
+    let mut used = used_slots(local.out, local.cached_in, b);
+    if used < want {
+        local.cached_in = load_in(att).map_err(corrupt)?;
+        used = used_slots(local.out, local.cached_in, b);
+        if used == 0 {
+            if !peer_gone(att, &mut local.reap) {
+                return Ok(0);
+            }
+            // As in try_pop: one more look after reading DETACHED.
+            local.cached_in = load_in(att).map_err(corrupt)?;
+            used = used_slots(local.out, local.cached_in, b);
+            if used == 0 {
+                return Err(BatchError::Disconnected);
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// Release `n` more read slots (`n <= available`): one Release store of
+/// `out`, one notification. Every read of those slots happens-before a
+/// producer that Acquires the new `out` and reuses them.
+#[inline]
+fn publish_out(att: &Attachment, local: &mut ConsumerLocal, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let next = advance(local.out, n, att.buffer_size());
+    let h = att.header();
+    h.tail.value.store(next as u64, Ordering::Release);
+    local.out = next;
+    h.events.not_full.notify();
+}
+
+/// [`Consumer::pop_slice`] on the consumer's parts.
+#[inline]
+fn pop_slice_impl<T: Pod>(
+    att: &Attachment,
+    local: &mut ConsumerLocal,
+    out: &mut [T],
+) -> Result<usize, BatchError> {
+    if out.is_empty() {
+        return Ok(0);
+    }
+    let used = available_now(att, local, out.len())?;
+    let n = used.min(out.len());
+    if n == 0 {
+        return Ok(0);
+    }
+    let b = att.buffer_size();
+    let first = n.min(b - local.out);
+    // SAFETY: out < b; the runs out..out+first <= b and 0..n-first are
+    // slots the producer published (n <= used, from `in` loaded with
+    // Acquire) and will not touch until we store `out` past them; T
+    // matches the geometry.
+    unsafe {
+        att.read_slots(local.out, &mut out[..first]);
+        att.read_slots(0, &mut out[first..n]);
+    }
+    // Release: our reads of the batch happen-before the producer reuses it.
+    publish_out(att, local, n);
+    Ok(n)
+}
+
 impl<T: Pod> Consumer<T> {
     /// Pop up to `out.len()` items into `out`, in order, with one
     /// publication of `out` (and one notification) for the whole batch;
@@ -669,52 +972,161 @@ impl<T: Pod> Consumer<T> {
     /// empty, [`BatchError::Disconnected`] once it is drained and the
     /// producer has gone.
     pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, BatchError> {
+        pop_slice_impl(&self.att, &mut self.local, out)
+    }
+
+    /// Wait (spin, then futex) until at least one item is available, then
+    /// pop as many as are there, up to `out.len()`, with one publication of
+    /// `out`. Returns how many (at least 1; 0 only for an empty `out`).
+    /// [`PopError::Disconnected`] once the ring is drained and the producer
+    /// has gone.
+    pub fn pop_slice_wait(&mut self, out: &mut [T]) -> Result<usize, PopError> {
+        self.pop_slice_until(out, None)
+    }
+
+    /// Like [`Consumer::pop_slice_wait`], giving up after `timeout` with
+    /// [`PopError::Timeout`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use shmqueue::{PopError, Spsc};
+    /// # let name = format!("/doc-pop-slice-timeout-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 8)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// let mut buf = [0u64; 4];
+    /// let t = Duration::from_millis(10);
+    /// assert_eq!(rx.pop_slice_timeout(&mut buf, t), Err(PopError::Timeout));
+    /// tx.push_slice(&[5, 6])?;
+    /// assert_eq!(rx.pop_slice_timeout(&mut buf, t), Ok(2));
+    /// assert_eq!(&buf[..2], &[5, 6]);
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pop_slice_timeout(
+        &mut self,
+        out: &mut [T],
+        timeout: Duration,
+    ) -> Result<usize, PopError> {
+        self.pop_slice_until(out, Some(Deadline::after(timeout)))
+    }
+
+    fn pop_slice_until(
+        &mut self,
+        out: &mut [T],
+        deadline: Option<Deadline>,
+    ) -> Result<usize, PopError> {
         let att = &self.att;
         let local = &mut self.local;
-        let b = att.buffer_size();
-        if out.is_empty() {
-            return Ok(0);
+        match pop_slice_impl(att, local, out) {
+            Ok(0) if !out.is_empty() => {}
+            r => return r.map_err(pop_error),
         }
-        let corrupt = |e| match e {
-            TryPopError::Corrupt(c) => BatchError::Corrupt(c),
-            _ => BatchError::Disconnected,
-        };
-        let mut used = used_slots(local.out, local.cached_in, b);
-        if used < out.len() {
-            local.cached_in = load_in(att).map_err(corrupt)?;
-            used = used_slots(local.out, local.cached_in, b);
-            if used == 0 {
-                if !peer_gone(att, &mut local.reap) {
-                    return Ok(0);
-                }
-                // As in try_pop: one more look after reading DETACHED.
-                local.cached_in = load_in(att).map_err(corrupt)?;
-                used = used_slots(local.out, local.cached_in, b);
-                if used == 0 {
-                    return Err(BatchError::Disconnected);
-                }
+        let event = &att.header().events.not_empty;
+        let r = keep_trying(event, self.spin, deadline, || {
+            match pop_slice_impl(att, local, out) {
+                Ok(0) => None,
+                r => Some(r),
             }
+        });
+        r.map_err(|TimedOut| PopError::Timeout)?.map_err(pop_error)
+    }
+
+    /// Open a window over up to `max` published items, to read in place,
+    /// without blocking (empty if there is nothing yet). Nothing is released
+    /// to the producer until [`ReadWindow::release`]; dropping the window
+    /// releases nothing. [`BatchError::Disconnected`] once the ring is
+    /// drained and the producer has gone.
+    ///
+    /// ```
+    /// # use shmqueue::Spsc;
+    /// # let name = format!("/doc-try-read-window-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 4)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// tx.push_slice(&[1, 2, 3])?;
+    /// let r = rx.try_read_window(8)?;
+    /// assert_eq!(r.len(), 3);
+    /// assert_eq!(r.get(1), 2);
+    /// assert_eq!(r.iter().sum::<u64>(), 6);
+    /// r.release(2); // the producer may reuse two slots; 3 stays
+    /// assert_eq!(rx.try_pop()?, 3);
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_read_window(&mut self, max: usize) -> Result<ReadWindow<'_, T>, BatchError> {
+        let used = if max == 0 {
+            0
+        } else {
+            available_now(&self.att, &mut self.local, max)?
+        };
+        Ok(ReadWindow::new(self, used.min(max)))
+    }
+
+    /// Open a window over up to `max` items, waiting (spin, then futex) until
+    /// at least one is published; the window then covers every published
+    /// item up to `max`. `max == 0` gives an empty window at once. See
+    /// [`Consumer::try_read_window`].
+    ///
+    /// ```
+    /// # use shmqueue::{Spsc, WindowError};
+    /// # let name = format!("/doc-read-window-{}", std::process::id());
+    /// let q = Spsc::<u64>::create(&name, 8)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// let t = std::thread::spawn(move || tx.push_all(&[1, 2, 3])); // then drops tx
+    /// let mut sum = 0;
+    /// loop {
+    ///     match rx.read_window(2) {
+    ///         Ok(r) => {
+    ///             sum += r.iter().sum::<u64>();
+    ///             r.release_all();
+    ///         }
+    ///         Err(WindowError::Disconnected) => break, // drained, producer gone
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    /// }
+    /// assert_eq!(sum, 6);
+    /// t.join().unwrap()?;
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_window(&mut self, max: usize) -> Result<ReadWindow<'_, T>, WindowError> {
+        self.read_window_until(max, None)
+    }
+
+    /// Like [`Consumer::read_window`], giving up after `timeout` with
+    /// [`WindowError::Timeout`].
+    pub fn read_window_timeout(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<ReadWindow<'_, T>, WindowError> {
+        self.read_window_until(max, Some(Deadline::after(timeout)))
+    }
+
+    fn read_window_until(
+        &mut self,
+        max: usize,
+        deadline: Option<Deadline>,
+    ) -> Result<ReadWindow<'_, T>, WindowError> {
+        if max == 0 {
+            return Ok(ReadWindow::new(self, 0));
         }
-        let n = used.min(out.len());
-        let first = n.min(b - local.out);
-        // SAFETY: out < b; the runs out..out+first <= b and 0..n-first are
-        // slots the producer published (n <= used, from `in` loaded with
-        // Acquire) and will not touch until we store `out` past them; T
-        // matches the geometry.
-        unsafe {
-            att.read_slots(local.out, &mut out[..first]);
-            att.read_slots(0, &mut out[first..n]);
-        }
-        let mut next = local.out + n;
-        if next >= b {
-            next -= b;
-        }
-        let h = att.header();
-        // Release: our reads of the batch happen-before the producer reuses it.
-        h.tail.value.store(next as u64, Ordering::Release);
-        local.out = next;
-        h.events.not_full.notify();
-        Ok(n)
+        let att = &self.att;
+        let local = &mut self.local;
+        let used = match available_now(att, local, max).map_err(window_error)? {
+            0 => {
+                let event = &att.header().events.not_empty;
+                let r = keep_trying(event, self.spin, deadline, || {
+                    match available_now(att, local, max) {
+                        Ok(0) => None,
+                        r => Some(r),
+                    }
+                });
+                r.map_err(|TimedOut| WindowError::Timeout)?
+                    .map_err(window_error)?
+            }
+            n => n,
+        };
+        Ok(ReadWindow::new(self, used.min(max)))
     }
 
     /// Pop without blocking: [`TryPopError::Empty`] if there is nothing yet,
@@ -788,3 +1200,414 @@ impl<T> Drop for Consumer<T> {
         self.att.header().events.not_full.notify();
     }
 }
+
+// ---------------------------------------------------------------------------
+// Zero-copy windows
+//
+// A window is a run of `len` slots starting at the endpoint's own index
+// (`in` for the producer, `out` for the consumer), wrapping at most once.
+// It borrows the endpoint mutably, so the endpoint's index cannot move and no
+// other call can touch the slots while it lives. Why the peer cannot touch
+// them either: docs/DESIGN.md, "Zero-copy windows".
+//
+// The payload is shared with another process, so no `&T`/`&[T]`/`&mut [T]`
+// over it is ever formed: values go in and out by copy (`ptr::write`,
+// `ptr::read`, `copy_nonoverlapping`), and callers who want to work in place
+// get raw pointers.
+// ---------------------------------------------------------------------------
+
+/// The two contiguous runs of a window of `len` slots starting at slot
+/// `start` (`start < b`, `len < b`): `(start, first)` and `(0, len - first)`.
+#[inline]
+fn runs(start: usize, len: usize, b: usize) -> (usize, usize) {
+    (len.min(b - start), len - len.min(b - start))
+}
+
+/// A window of free slots reserved by the [`Producer`], to fill in place
+/// (from [`Producer::try_write_window`], [`Producer::write_window`],
+/// [`Producer::write_window_timeout`]).
+///
+/// Window index `i` (`0 <= i < len()`) is the `i`-th item after everything
+/// already pushed. [`WriteWindow::commit`]`(k)` publishes the first `k` with
+/// one index store; dropping the window publishes nothing, and the next
+/// window or push reuses the same slots. Committing a slot that was not
+/// written publishes whatever bytes it held (a valid but stale `T`).
+///
+/// The slots live in memory shared with another process, so the window
+/// hands out no references into them: write with [`WriteWindow::write`],
+/// [`WriteWindow::fill_from_slice`], [`WriteWindow::fill_with`], or through
+/// the raw pointers of [`WriteWindow::as_mut_ptr_parts`].
+///
+/// ```
+/// # use shmqueue::Spsc;
+/// # let name = format!("/doc-write-window-{}", std::process::id());
+/// let q = Spsc::<u32>::create(&name, 8)?;
+/// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+/// let mut w = tx.write_window(5)?; // waits for at least one free slot
+/// assert_eq!(w.len(), 5);
+/// assert_eq!(w.fill_from_slice(&[7, 8]), 2);
+/// w.write(2, 9);
+/// w.commit(3);
+/// let mut buf = [0u32; 8];
+/// assert_eq!(rx.pop_slice(&mut buf)?, 3);
+/// assert_eq!(&buf[..3], &[7, 8, 9]);
+/// drop(tx.write_window(5)?); // reserved, never committed: nothing published
+/// assert_eq!(rx.pop_slice(&mut buf)?, 0);
+/// # shmqueue::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a write window publishes nothing unless committed"]
+pub struct WriteWindow<'a, T: Pod> {
+    producer: &'a mut Producer<T>,
+    /// Slots in the first run (from the producer's `in`); the rest start at 0.
+    first: usize,
+    len: usize,
+}
+
+impl<T: Pod> fmt::Debug for WriteWindow<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteWindow")
+            .field("start", &self.producer.local.in_)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'a, T: Pod> WriteWindow<'a, T> {
+    /// `len` must not exceed the free slots the producer has seen.
+    fn new(producer: &'a mut Producer<T>, len: usize) -> Self {
+        let b = producer.att.buffer_size();
+        let (first, _) = runs(producer.local.in_, len, b);
+        WriteWindow {
+            producer,
+            first,
+            len,
+        }
+    }
+
+    /// Slot of window index `i < len`.
+    #[inline]
+    fn slot(&self, i: usize) -> usize {
+        debug_assert!(i < self.len);
+        advance(self.producer.local.in_, i, self.producer.att.buffer_size())
+    }
+
+    /// Slots reserved.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no slot was reserved (the ring was full, or `max` was 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Write `value` at window index `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    #[inline]
+    pub fn write(&mut self, i: usize, value: T) {
+        assert!(
+            i < self.len,
+            "write window index {i} out of range (len {})",
+            self.len
+        );
+        let s = self.slot(i);
+        // SAFETY: s < buffer_size (advance); T matches the validated
+        // geometry (Spsc<T>); the slot is in this window, which the producer
+        // owns until it commits (DESIGN.md, "Zero-copy windows").
+        unsafe { self.producer.att.write_slot(s, value) }
+    }
+
+    /// Copy `items` into the window from index 0; returns how many were
+    /// copied: `min(items.len(), len())`.
+    pub fn fill_from_slice(&mut self, items: &[T]) -> usize {
+        let n = items.len().min(self.len);
+        let (start, b) = (self.producer.local.in_, self.producer.att.buffer_size());
+        let (first, _) = runs(start, n, b);
+        // SAFETY: start < b and first <= b - start, n - first <= len - first
+        // < b: both runs are in the slot array and in this window, which the
+        // producer owns; T matches the geometry.
+        unsafe {
+            self.producer.att.write_slots(start, &items[..first]);
+            self.producer.att.write_slots(0, &items[first..n]);
+        }
+        n
+    }
+
+    /// Write `f(i)` at every window index `i`, in order.
+    pub fn fill_with(&mut self, mut f: impl FnMut(usize) -> T) {
+        let start = self.producer.local.in_;
+        let (first, len) = (self.first, self.len);
+        let att = &self.producer.att;
+        // SAFETY: start + first <= buffer_size and len - first < buffer_size:
+        // the two runs of this window, which the producer owns; T matches
+        // the geometry.
+        unsafe {
+            att.fill_slots(start, first, &mut f);
+            att.fill_slots(0, len - first, |k| f(first + k));
+        }
+    }
+
+    /// The window as two raw runs `[(ptr, len), (ptr, len)]`, in order (the
+    /// second is empty unless the window wraps), for writing in place, e.g.
+    /// with `read(2)` into `ptr as *mut u8`.
+    ///
+    /// The pointers are valid for writes of their lengths, aligned for `T`,
+    /// until the window is committed or dropped. Write through them with
+    /// `ptr::write`, `copy_nonoverlapping` or a system call; do not turn
+    /// them into references: the memory is shared with another process.
+    ///
+    /// ```
+    /// # use shmqueue::Spsc;
+    /// # let name = format!("/doc-as-mut-ptr-parts-{}", std::process::id());
+    /// let q = Spsc::<[u8; 16]>::create(&name, 8)?;
+    /// let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+    /// let mut w = tx.try_write_window(3)?;
+    /// let mut n = 0;
+    /// for (ptr, len) in w.as_mut_ptr_parts() {
+    ///     for i in 0..len {
+    ///         // SAFETY: i < len: inside the window's run, valid until commit.
+    ///         unsafe { ptr.add(i).write([n; 16]) };
+    ///         n += 1;
+    ///     }
+    /// }
+    /// w.commit_all();
+    /// assert_eq!(rx.try_pop()?, [0; 16]);
+    /// assert_eq!(rx.try_pop()?, [1; 16]);
+    /// # shmqueue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(not(loom))]
+    pub fn as_mut_ptr_parts(&mut self) -> [(*mut T, usize); 2] {
+        let start = self.producer.local.in_;
+        let att = &self.producer.att;
+        // SAFETY: start < buffer_size and 0 < buffer_size; T matches the
+        // geometry. Taking the addresses touches no payload.
+        let (a, b) = unsafe { (att.slot_ptr::<T>(start), att.slot_ptr::<T>(0)) };
+        [(a, self.first), (b, self.len - self.first)]
+    }
+
+    /// Publish the first `k` reserved slots with one Release store of `in`
+    /// (and a wake-up if the consumer sleeps). The rest of the window is
+    /// dropped unpublished.
+    ///
+    /// # Panics
+    /// If `k > len()`.
+    pub fn commit(self, k: usize) {
+        assert!(
+            k <= self.len,
+            "commit({k}) of a {}-slot write window",
+            self.len
+        );
+        // Release (in publish_in): every write into the window happens-before
+        // a consumer that Acquires the new `in`.
+        publish_in(&self.producer.att, &mut self.producer.local, k);
+    }
+
+    /// Publish the whole window.
+    pub fn commit_all(self) {
+        let n = self.len;
+        self.commit(n);
+    }
+}
+
+/// A window over published items for the [`Consumer`] to read in place
+/// (from [`Consumer::try_read_window`], [`Consumer::read_window`],
+/// [`Consumer::read_window_timeout`]).
+///
+/// Window index `i` (`0 <= i < len()`) is the `i`-th unread item.
+/// [`ReadWindow::release`]`(k)` hands the first `k` slots back to the
+/// producer with one index store; dropping the window releases nothing, so
+/// the next pop or window sees the same items again.
+///
+/// Items are copied out ([`ReadWindow::get`], [`ReadWindow::copy_to_slice`],
+/// [`ReadWindow::iter`]) or read through the raw pointers of
+/// [`ReadWindow::as_ptr_parts`]; no references into the shared slots are
+/// handed out.
+#[must_use = "a read window releases nothing unless released"]
+pub struct ReadWindow<'a, T: Pod> {
+    consumer: &'a mut Consumer<T>,
+    /// Slots in the first run (from the consumer's `out`); the rest start at 0.
+    first: usize,
+    len: usize,
+}
+
+impl<T: Pod> fmt::Debug for ReadWindow<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadWindow")
+            .field("start", &self.consumer.local.out)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'a, T: Pod> ReadWindow<'a, T> {
+    /// `len` must not exceed the items the consumer has seen published.
+    fn new(consumer: &'a mut Consumer<T>, len: usize) -> Self {
+        let b = consumer.att.buffer_size();
+        let (first, _) = runs(consumer.local.out, len, b);
+        ReadWindow {
+            consumer,
+            first,
+            len,
+        }
+    }
+
+    /// Items in the window.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty (nothing was published yet, or `max` was 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A copy of the item at window index `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    #[inline]
+    pub fn get(&self, i: usize) -> T {
+        assert!(
+            i < self.len,
+            "read window index {i} out of range (len {})",
+            self.len
+        );
+        let s = advance(self.consumer.local.out, i, self.consumer.att.buffer_size());
+        // SAFETY: s < buffer_size (advance); T matches the geometry; the slot
+        // is in this window: published to us and not reused by the producer
+        // until we release it (DESIGN.md, "Zero-copy windows").
+        unsafe { self.consumer.att.read_slot(s) }
+    }
+
+    /// Copy the window's items from index 0 into `out`; returns how many:
+    /// `min(out.len(), len())`.
+    pub fn copy_to_slice(&self, out: &mut [T]) -> usize {
+        let n = out.len().min(self.len);
+        let (start, b) = (self.consumer.local.out, self.consumer.att.buffer_size());
+        let (first, _) = runs(start, n, b);
+        // SAFETY: both runs are in the slot array and in this window (as in
+        // fill_from_slice); T matches the geometry.
+        unsafe {
+            self.consumer.att.read_slots(start, &mut out[..first]);
+            self.consumer.att.read_slots(0, &mut out[first..n]);
+        }
+        n
+    }
+
+    /// The items, in order, by copy.
+    pub fn iter(&self) -> ReadWindowIter<'_, T> {
+        let start = self.consumer.local.out;
+        ReadWindowIter {
+            att: &self.consumer.att,
+            slot: start,
+            run_end: start + self.first,
+            second: self.len - self.first,
+            _t: PhantomData,
+        }
+    }
+
+    /// The window as two raw runs `[(ptr, len), (ptr, len)]`, in order (the
+    /// second is empty unless the window wraps), for reading in place, e.g.
+    /// with `write(2)`.
+    ///
+    /// The pointers are valid for reads of their lengths, aligned for `T`,
+    /// until the window is released or dropped. Read through them with
+    /// `ptr::read`, `copy_nonoverlapping` or a system call; do not turn them
+    /// into references: the memory is shared with another process.
+    #[cfg(not(loom))]
+    pub fn as_ptr_parts(&self) -> [(*const T, usize); 2] {
+        let start = self.consumer.local.out;
+        let att = &self.consumer.att;
+        // SAFETY: start < buffer_size and 0 < buffer_size; T matches the
+        // geometry. Taking the addresses touches no payload.
+        let (a, b) = unsafe { (att.slot_ptr::<T>(start), att.slot_ptr::<T>(0)) };
+        [
+            (a.cast_const(), self.first),
+            (b.cast_const(), self.len - self.first),
+        ]
+    }
+
+    /// Hand the first `k` items' slots back to the producer with one Release
+    /// store of `out` (and a wake-up if the producer sleeps). The rest stay
+    /// in the ring, unread.
+    ///
+    /// # Panics
+    /// If `k > len()`.
+    pub fn release(self, k: usize) {
+        assert!(
+            k <= self.len,
+            "release({k}) of a {}-item read window",
+            self.len
+        );
+        // Release (in publish_out): our reads of the window happen-before the
+        // producer reuses the slots.
+        publish_out(&self.consumer.att, &mut self.consumer.local, k);
+    }
+
+    /// Release the whole window.
+    pub fn release_all(self) {
+        let n = self.len;
+        self.release(n);
+    }
+}
+
+impl<'w, T: Pod> IntoIterator for &'w ReadWindow<'_, T> {
+    type Item = T;
+    type IntoIter = ReadWindowIter<'w, T>;
+
+    /// [`ReadWindow::iter`]: `for v in &window`.
+    fn into_iter(self) -> ReadWindowIter<'w, T> {
+        self.iter()
+    }
+}
+
+/// Iterator over copies of a [`ReadWindow`]'s items.
+pub struct ReadWindowIter<'w, T: Pod> {
+    att: &'w Attachment,
+    /// Next slot to read, in `[.., run_end)`.
+    slot: usize,
+    /// End of the current run (`<= buffer_size`).
+    run_end: usize,
+    /// Length of the second run, from slot 0; 0 once it has begun.
+    second: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> fmt::Debug for ReadWindowIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadWindowIter")
+            .field("remaining", &self.len())
+            .finish()
+    }
+}
+
+impl<T: Pod> Iterator for ReadWindowIter<'_, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        if self.slot == self.run_end {
+            if self.second == 0 {
+                return None;
+            }
+            (self.slot, self.run_end, self.second) = (0, self.second, 0);
+        }
+        // SAFETY: slot < run_end, inside one of the two runs of a live read
+        // window (the iterator borrows it): published to us, not reused by
+        // the producer until we release it; T matches the geometry.
+        let v = unsafe { self.att.read_slot(self.slot) };
+        self.slot += 1;
+        Some(v)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.run_end - self.slot + self.second;
+        (n, Some(n))
+    }
+}
+
+impl<T: Pod> ExactSizeIterator for ReadWindowIter<'_, T> {}
