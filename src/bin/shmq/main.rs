@@ -1,13 +1,14 @@
 //! `shmq`: the shmqueue command-line tool.
 //!
 //! One module per subcommand: `demo` (the main job: a verified stream between
-//! two real processes). Each module owns its arguments and its work; this
+//! two real processes), `bench` (the IPC comparison matrix). Each module owns its arguments and its work; this
 //! file only dispatches.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 
 /// What every subcommand returns: an error is printed as `shmq: <error>`
@@ -36,6 +37,12 @@ enum Cmd {
     /// (internal) the consumer process of `demo`.
     #[command(hide = true)]
     DemoConsumer(demo::RoleArgs),
+    /// Compare shmqueue with other IPC mechanisms (throughput, round trip,
+    /// wake-up latency, idle CPU) and report figures, ratios, JSON and SVG.
+    Bench(bench::BenchArgs),
+    /// (internal) side B of a cross-process `bench` contender.
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +51,8 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => demo::demo(a),
         Cmd::DemoProducer(a) => demo::producer(a),
         Cmd::DemoConsumer(a) => demo::consumer(a),
+        Cmd::Bench(a) => bench::bench(a),
+        Cmd::BenchPeer(a) => bench::peer(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,81 @@
+//! The message every peer carries: `N` bytes whose first eight hold a
+//! sequence number or a CLOCK_MONOTONIC stamp, the rest zeros.
+
+use bytemuck::{Pod, Zeroable};
+
+/// The payload sizes the typed rings are compiled for (bytes).
+pub const SIZES: [usize; 5] = [8, 64, 512, 4096, 65536];
+
+/// An `N`-byte message. bytemuck implements `Pod` for `[u8; N]` only for a
+/// fixed list of lengths without its `min_const_generics` feature, which this
+/// binary does not switch on for the library; a one-field wrapper does.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Msg<const N: usize>(pub [u8; N]);
+
+// SAFETY: a transparent wrapper of `[u8; N]`: all-zero bytes are a valid
+// value.
+unsafe impl<const N: usize> Zeroable for Msg<N> {}
+// SAFETY: `[u8; N]` has no padding, no pointers and accepts every bit
+// pattern; `repr(transparent)` keeps exactly that layout; it is `Copy` and
+// `'static`.
+unsafe impl<const N: usize> Pod for Msg<N> {}
+
+impl<const N: usize> Msg<N> {
+    #[inline(always)]
+    pub fn set(&mut self, v: u64) {
+        self.0[..8].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    #[inline(always)]
+    pub fn get(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        u64::from_ne_bytes(b)
+    }
+}
+
+/// Write `v` into the first eight bytes of a byte buffer.
+#[inline(always)]
+pub fn set_bytes(buf: &mut [u8], v: u64) {
+    buf[..8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// Read the first eight bytes of a byte buffer.
+#[inline(always)]
+pub fn get_bytes(buf: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[..8]);
+    u64::from_ne_bytes(b)
+}
+
+/// Call `$body` with `const $n: usize` bound to the runtime size `$size`
+/// (one of [`SIZES`]); `$other` otherwise.
+macro_rules! with_size {
+    ($size:expr, $n:ident => $body:expr, _ => $other:expr) => {
+        match $size {
+            8 => {
+                const $n: usize = 8;
+                $body
+            }
+            64 => {
+                const $n: usize = 64;
+                $body
+            }
+            512 => {
+                const $n: usize = 512;
+                $body
+            }
+            4096 => {
+                const $n: usize = 4096;
+                $body
+            }
+            65536 => {
+                const $n: usize = 65536;
+                $body
+            }
+            _ => $other,
+        }
+    };
+}
+pub(crate) use with_size;
