@@ -160,6 +160,7 @@ pub fn bench(a: BenchArgs) -> Res {
         }
         return Ok(());
     }
+    sys::cleanup_on_signals();
     if pin {
         sys::pin(sys::CPU_A);
     } else {
@@ -220,7 +221,11 @@ pub fn bench(a: BenchArgs) -> Res {
         m.cpus,
         m.cpu_model,
         m.kernel,
-        if pin { "sides pinned to CPUs 0 and 1" } else { "unpinned" },
+        if pin {
+            "sides pinned to CPUs 0 and 1"
+        } else {
+            "unpinned"
+        },
         cfg.rounds,
         duration_s
     );
@@ -265,7 +270,12 @@ pub fn bench(a: BenchArgs) -> Res {
         println!("SVG: {}", p.display());
     }
     if !failures.is_empty() {
-        return Err(format!("{} contender(s) failed: {}", failures.len(), failures.join("; ")).into());
+        return Err(format!(
+            "{} contender(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        )
+        .into());
     }
     Ok(())
 }

@@ -86,7 +86,10 @@ pub fn unlink(name: &str) -> Result<(), String> {
     let c = CStringOrErr::new(name)?;
     // SAFETY: a NUL-terminated name.
     if unsafe { libc::mq_unlink(c.0.as_ptr()) } == -1 {
-        return Err(format!("mq_unlink {name}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mq_unlink {name}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -113,14 +116,8 @@ impl Duplex for MqDuplex {
         loop {
             // SAFETY: buf is valid for buf.len() bytes, which is the queue's
             // message size.
-            let r = unsafe {
-                libc::mq_send(
-                    self.tx.0,
-                    self.buf.as_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
+            let r =
+                unsafe { libc::mq_send(self.tx.0, self.buf.as_ptr().cast(), self.buf.len(), 0) };
             if r == 0 {
                 return Ok(());
             }

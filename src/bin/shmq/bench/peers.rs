@@ -173,6 +173,15 @@ pub fn capacity(size: usize) -> usize {
     ((1 << 20) / size).clamp(16, 1024)
 }
 
+/// A received message's sequence number or stamp. `black_box` makes the
+/// whole message exist in memory: without it the compiler may copy only the
+/// eight bytes read out of the ring, while the kernel peers always copy the
+/// whole payload into the receiver's buffer.
+#[inline(always)]
+fn received<const N: usize>(m: &Msg<N>) -> u64 {
+    std::hint::black_box(m).get()
+}
+
 /// Items per push_slice / pop_slice call of the batch contender.
 const CHUNK: usize = 64;
 
@@ -256,7 +265,7 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
         Kind::Floor => {
             let n = unique_name("floor");
             let r = ShmRegion::create(&n, 4096)?;
-            built.guards.push(Cleanup::Shm(n.clone()));
+            built.guards.push(Cleanup::new(Cleanup::Shm(n.clone())));
             built.a.push(Box::new(FloorA {
                 r: Arc::new(r),
                 next: 0,
@@ -267,9 +276,9 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
             let (ab, ba) = (unique_name("ab"), unique_name("ba"));
             with_size!(size, N => {
                 let q1 = Spsc::<Msg<N>>::create(&ab, cap)?;
-                built.guards.push(Cleanup::Queue(ab.clone()));
+                built.guards.push(Cleanup::new(Cleanup::Queue(ab.clone())));
                 let q2 = Spsc::<Msg<N>>::create(&ba, cap)?;
-                built.guards.push(Cleanup::Queue(ba.clone()));
+                built.guards.push(Cleanup::new(Cleanup::Queue(ba.clone())));
                 built.a.push(Box::new(SpscDuplex::<N>::new(kind, q1.producer()?, q2.consumer()?)));
             }, _ => return Err(format!("unsupported size {size}").into()));
             spec.names = vec![ab, ba];
@@ -278,9 +287,9 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
             let (ab, ba) = (unique_name("ab"), unique_name("ba"));
             with_size!(size, N => {
                 let q1 = Mpmc::<Msg<N>>::create(&ab, cap)?;
-                built.guards.push(Cleanup::Queue(ab.clone()));
+                built.guards.push(Cleanup::new(Cleanup::Queue(ab.clone())));
                 let q2 = Mpmc::<Msg<N>>::create(&ba, cap)?;
-                built.guards.push(Cleanup::Queue(ba.clone()));
+                built.guards.push(Cleanup::new(Cleanup::Queue(ba.clone())));
                 for _ in 0..pairs {
                     built.a.push(Box::new(MpmcDuplex::<N>::new(kind, q1.producer()?, q2.consumer()?)));
                 }
@@ -298,7 +307,9 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
         Kind::Pipe => {
             let (ab_r, ab_w) = nix::unistd::pipe()?;
             let (ba_r, ba_w) = nix::unistd::pipe()?;
-            built.a.push(Box::new(FdDuplex::new(ba_r.into(), ab_w.into(), size)));
+            built
+                .a
+                .push(Box::new(FdDuplex::new(ba_r.into(), ab_w.into(), size)));
             b_fds = vec![ab_r, ba_w];
         }
         Kind::Socketpair => {
@@ -314,14 +325,19 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
         Kind::Fifo => {
             let dir = std::env::temp_dir().join(unique_name("fifo").trim_start_matches('/'));
             std::fs::create_dir(&dir)?;
-            built.guards.push(Cleanup::Dir(dir.clone()));
+            built.guards.push(Cleanup::new(Cleanup::Dir(dir.clone())));
             let (ab, ba) = (dir.join("ab"), dir.join("ba"));
             for p in [&ab, &ba] {
-                nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)?;
+                nix::unistd::mkfifo(
+                    p,
+                    nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+                )?;
             }
-            built
-                .a
-                .push(Box::new(FdDuplex::new(open_fifo(&ba)?, open_fifo(&ab)?, size)));
+            built.a.push(Box::new(FdDuplex::new(
+                open_fifo(&ba)?,
+                open_fifo(&ab)?,
+                size,
+            )));
             spec.names = vec![path_str(&ab)?, path_str(&ba)?];
         }
         Kind::Mq => {
@@ -334,9 +350,9 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
             }
             let (ab, ba) = (unique_name("mqab"), unique_name("mqba"));
             let tx = mq::create(&ab, size)?;
-            built.guards.push(Cleanup::Mq(ab.clone()));
+            built.guards.push(Cleanup::new(Cleanup::Mq(ab.clone())));
             let rx = mq::create(&ba, size)?;
-            built.guards.push(Cleanup::Mq(ba.clone()));
+            built.guards.push(Cleanup::new(Cleanup::Mq(ba.clone())));
             built.a.push(Box::new(MqDuplex {
                 tx,
                 rx,
@@ -355,7 +371,7 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
             let n = unique_name("pthread");
             let len = pthread_ring::segment_bytes(cap, size);
             let region = ShmRegion::create(&n, len)?;
-            built.guards.push(Cleanup::Shm(n.clone()));
+            built.guards.push(Cleanup::new(Cleanup::Shm(n.clone())));
             pthread_ring::init(&region, cap, size)?;
             let region = Arc::new(region);
             built.owners.push(Box::new(pthread_ring::Owner {
@@ -548,7 +564,9 @@ struct FloorA {
 impl Duplex for FloorA {
     fn send(&mut self, _v: u64) -> Res {
         self.next += 1;
-        self.r.atomic_u64(0).store(self.next, std::sync::atomic::Ordering::Release);
+        self.r
+            .atomic_u64(0)
+            .store(self.next, std::sync::atomic::Ordering::Release);
         Ok(())
     }
     fn recv(&mut self) -> Res<u64> {
@@ -571,7 +589,9 @@ struct FloorB {
 impl Duplex for FloorB {
     fn send(&mut self, _v: u64) -> Res {
         self.next += 1;
-        self.r.atomic_u64(0).store(self.next, std::sync::atomic::Ordering::Release);
+        self.r
+            .atomic_u64(0)
+            .store(self.next, std::sync::atomic::Ordering::Release);
         Ok(())
     }
     fn recv(&mut self) -> Res<u64> {
@@ -636,12 +656,12 @@ impl<const N: usize> Duplex for SpscDuplex<N> {
     #[inline]
     fn recv(&mut self) -> Res<u64> {
         if self.block {
-            return Ok(self.rx.pop()?.get());
+            return Ok(received(&self.rx.pop()?));
         }
         let mut spin = Spin::new();
         loop {
             match self.rx.try_pop() {
-                Ok(m) => return Ok(m.get()),
+                Ok(m) => return Ok(received(&m)),
                 Err(TryPopError::Empty) => spin.wait(),
                 Err(e) => return Err(e.into()),
             }
@@ -743,12 +763,12 @@ impl<const N: usize> Duplex for MpmcDuplex<N> {
     #[inline]
     fn recv(&mut self) -> Res<u64> {
         if self.block {
-            return Ok(self.rx.pop()?.get());
+            return Ok(received(&self.rx.pop()?));
         }
         let mut spin = Spin::new();
         loop {
             match self.rx.try_pop() {
-                Ok(m) => return Ok(m.get()),
+                Ok(m) => return Ok(received(&m)),
                 Err(TryPopError::Empty) => spin.wait(),
                 Err(e) => return Err(e.into()),
             }
@@ -781,7 +801,7 @@ impl<const N: usize> Duplex for RtrbDuplex<N> {
         let mut spin = Spin::new();
         loop {
             if let Ok(m) = self.rx.pop() {
-                return Ok(m.get());
+                return Ok(received(&m));
             }
             spin.wait();
         }
@@ -809,7 +829,7 @@ impl<const N: usize> Duplex for AqDuplex<N> {
         let mut spin = Spin::new();
         loop {
             if let Some(m) = self.rx.pop() {
-                return Ok(m.get());
+                return Ok(received(&m));
             }
             spin.wait();
         }
@@ -826,11 +846,13 @@ impl<const N: usize> Duplex for ChanDuplex<N> {
     #[inline]
     fn send(&mut self, v: u64) -> Res {
         self.msg.set(v);
-        self.tx.send(self.msg).map_err(|_| "sync_channel: receiver gone".into())
+        self.tx
+            .send(self.msg)
+            .map_err(|_| "sync_channel: receiver gone".into())
     }
     #[inline]
     fn recv(&mut self) -> Res<u64> {
-        Ok(self.rx.recv()?.get())
+        Ok(received(&self.rx.recv()?))
     }
 }
 

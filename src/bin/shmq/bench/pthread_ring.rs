@@ -155,7 +155,11 @@ impl Duplex for PthreadDuplex {
                 let head = addr_of_mut!((*h).head).read();
                 let tail = addr_of_mut!((*h).tail).read();
                 if head - tail < self.cap as u64 {
-                    std::ptr::copy_nonoverlapping(self.buf.as_ptr(), self.slot(self.tx, head), size);
+                    std::ptr::copy_nonoverlapping(
+                        self.buf.as_ptr(),
+                        self.slot(self.tx, head),
+                        size,
+                    );
                     addr_of_mut!((*h).head).write(head + 1);
                     break;
                 }
@@ -179,7 +183,11 @@ impl Duplex for PthreadDuplex {
                 let head = addr_of_mut!((*h).head).read();
                 let tail = addr_of_mut!((*h).tail).read();
                 if head != tail {
-                    std::ptr::copy_nonoverlapping(self.slot(self.rx, tail), self.buf.as_mut_ptr(), size);
+                    std::ptr::copy_nonoverlapping(
+                        self.slot(self.rx, tail),
+                        self.buf.as_mut_ptr(),
+                        size,
+                    );
                     addr_of_mut!((*h).tail).write(tail + 1);
                     break;
                 }

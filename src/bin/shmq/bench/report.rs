@@ -202,11 +202,19 @@ pub fn print_group(g: &Group, es: &[Entry], skipped: &[(Kind, String)], rounds: 
             "stream throughput (higher is better)",
         ),
         Metric::Rtt => (
-            &[("p50_ns", "p50 ns"), ("p99_ns", "p99 ns"), ("p999_ns", "p99.9 ns")],
+            &[
+                ("p50_ns", "p50 ns"),
+                ("p99_ns", "p99 ns"),
+                ("p999_ns", "p99.9 ns"),
+            ],
             "round-trip latency (lower is better)",
         ),
         Metric::Wake => (
-            &[("p50_ns", "p50 ns"), ("p90_ns", "p90 ns"), ("max_ns", "max ns")],
+            &[
+                ("p50_ns", "p50 ns"),
+                ("p90_ns", "p90 ns"),
+                ("max_ns", "max ns"),
+            ],
             "wake-up latency of a sleeping consumer (lower is better)",
         ),
         Metric::Idle => (
@@ -331,12 +339,7 @@ pub fn print_crossover(cs: &[Cross]) {
     println!("{head}");
     let mut rows: Vec<(String, Vec<Option<f64>>)> = Vec::new();
     for c in cs {
-        let key = format!(
-            "{} {} {}",
-            c.metric.name(),
-            c.placement.name(),
-            c.contender
-        );
+        let key = format!("{} {} {}", c.metric.name(), c.placement.name(), c.contender);
         let i = match rows.iter().position(|r| r.0 == key) {
             Some(i) => i,
             None => {
@@ -360,7 +363,13 @@ pub fn print_crossover(cs: &[Cross]) {
 pub fn targets(es: &[Entry]) -> Vec<Target> {
     let mut t = Vec::new();
     let smallest = es.iter().map(|e| e.size).min().unwrap_or(8);
-    let mut vs = |name: &str, goal: &str, a: &str, b: &str, metric: Metric, min: Option<f64>, max: Option<f64>| {
+    let mut vs = |name: &str,
+                  goal: &str,
+                  a: &str,
+                  b: &str,
+                  metric: Metric,
+                  min: Option<f64>,
+                  max: Option<f64>| {
         for place in [Placement::Thread, Placement::Process] {
             let (Some(x), Some(y)) = (
                 find(es, metric, place, "1x1", smallest, a),
@@ -389,10 +398,42 @@ pub fn targets(es: &[Entry]) -> Vec<Target> {
             });
         }
     };
-    vs("SPSC stream vs rtrb", ">= 1.0x", "shmq-spsc-spin", "rtrb", Metric::Stream, Some(1.0), None);
-    vs("SPSC batch stream vs rtrb", ">= 3.0x", "shmq-spsc-batch", "rtrb", Metric::Stream, Some(3.0), None);
-    vs("MPMC 1x1 stream vs ArrayQueue", ">= 1.5x", "shmq-mpmc-spin", "arrayqueue", Metric::Stream, Some(1.5), None);
-    vs("blocking round trip vs pipe", "< 1.0x", "shmq-spsc-block", "pipe", Metric::Rtt, None, Some(1.0));
+    vs(
+        "SPSC stream vs rtrb",
+        ">= 1.0x",
+        "shmq-spsc-spin",
+        "rtrb",
+        Metric::Stream,
+        Some(1.0),
+        None,
+    );
+    vs(
+        "SPSC batch stream vs rtrb",
+        ">= 3.0x",
+        "shmq-spsc-batch",
+        "rtrb",
+        Metric::Stream,
+        Some(3.0),
+        None,
+    );
+    vs(
+        "MPMC 1x1 stream vs ArrayQueue",
+        ">= 1.5x",
+        "shmq-mpmc-spin",
+        "arrayqueue",
+        Metric::Stream,
+        Some(1.5),
+        None,
+    );
+    vs(
+        "blocking round trip vs pipe",
+        "< 1.0x",
+        "shmq-spsc-block",
+        "pipe",
+        Metric::Rtt,
+        None,
+        Some(1.0),
+    );
     // Best shmqueue round trip against the floor.
     for place in [Placement::Thread, Placement::Process] {
         let Some(f) = find(es, Metric::Rtt, place, "1x1", smallest, "floor") else {
@@ -410,7 +451,10 @@ pub fn targets(es: &[Entry]) -> Vec<Target> {
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((c, r)) = best {
             t.push(Target {
-                target: format!("best shmqueue round trip vs floor ({}, {smallest} B)", place.name()),
+                target: format!(
+                    "best shmqueue round trip vs floor ({}, {smallest} B)",
+                    place.name()
+                ),
                 goal: "<= 1.2x".into(),
                 measured: Some(r),
                 met: Some(r <= 1.2),

@@ -69,7 +69,12 @@ impl Cmd {
     fn decode(s: &str) -> Res<Cmd> {
         let mut it = s.split_whitespace();
         let w = it.next().unwrap_or("");
-        let n = || -> Res<u64> { Ok(s.split_whitespace().nth(1).ok_or("missing count")?.parse()?) };
+        let n = || -> Res<u64> {
+            Ok(s.split_whitespace()
+                .nth(1)
+                .ok_or("missing count")?
+                .parse()?)
+        };
         Ok(match w {
             "stream" => Cmd::Stream(n()?),
             "echo" => Cmd::Echo(n()?),
@@ -256,7 +261,9 @@ impl Peer {
 
     fn recv(&mut self) -> Res<Reply> {
         match self {
-            Peer::Thread { replies, .. } => Ok(replies.recv().map_err(|_| "peer thread died")??),
+            Peer::Thread { replies, .. } => {
+                Ok(replies.recv().map_err(|_| "peer thread died")??)
+            }
             Peer::Process { stdout, .. } => {
                 let mut line = String::new();
                 if stdout.read_line(&mut line)? == 0 {
@@ -277,9 +284,9 @@ impl Drop for Peer {
                 handle,
             } => {
                 cmds.take(); // the thread leaves its loop once idle
-                // Join only a thread that has left (it drops its reply
-                // sender): one wedged in a spin on a failed contender is
-                // left behind rather than hang the bench.
+                             // Join only a thread that has left (it drops its reply
+                             // sender): one wedged in a spin on a failed contender is
+                             // left behind rather than hang the bench.
                 let gone = loop {
                     match replies.recv_timeout(Duration::from_secs(3)) {
                         Ok(_) => continue,
@@ -382,21 +389,20 @@ fn batch(r: &mut Rig, g: &Group, cfg: &Config, warm: bool) -> Res<Sample> {
                 let t0 = now_ns();
                 let pin_a = cfg.pin;
                 std::thread::scope(|s| -> Res {
-                    let hs: Vec<_> = r
-                        .a
-                        .iter_mut()
-                        .enumerate()
-                        .map(|(i, d)| {
-                            s.spawn(move || -> Result<(), String> {
-                                if pin_a {
-                                    pin(CPU_A);
-                                }
-                                d.stream_send(i as u64 * share, share)
-                                    .and_then(|()| d.send(SENTINEL))
-                                    .map_err(|e| e.to_string())
+                    let hs: Vec<_> =
+                        r.a.iter_mut()
+                            .enumerate()
+                            .map(|(i, d)| {
+                                s.spawn(move || -> Result<(), String> {
+                                    if pin_a {
+                                        pin(CPU_A);
+                                    }
+                                    d.stream_send(i as u64 * share, share)
+                                        .and_then(|()| d.send(SENTINEL))
+                                        .map_err(|e| e.to_string())
+                                })
                             })
-                        })
-                        .collect();
+                            .collect();
                     for h in hs {
                         h.join().map_err(|_| "producer panicked")??;
                     }
@@ -438,7 +444,11 @@ fn batch(r: &mut Rig, g: &Group, cfg: &Config, warm: bool) -> Res<Sample> {
             Ok(Sample::Wake(v))
         }
         Metric::Idle => {
-            let ms = if warm { cfg.idle_ms.min(20) } else { cfg.idle_ms };
+            let ms = if warm {
+                cfg.idle_ms.min(20)
+            } else {
+                cfg.idle_ms
+            };
             r.peer.send(Cmd::Idle)?;
             std::thread::sleep(Duration::from_millis(ms));
             r.a[0].send(0)?;
@@ -488,11 +498,7 @@ pub struct Outcome {
 
 /// Run one group; contenders that cannot be built or fail are reported in
 /// the returned list of failures.
-pub fn run_group(
-    g: &Group,
-    cfg: &Config,
-    pb: &ProgressBar,
-) -> (Vec<Outcome>, Vec<(Kind, String)>) {
+pub fn run_group(g: &Group, cfg: &Config, pb: &ProgressBar) -> (Vec<Outcome>, Vec<(Kind, String)>) {
     let mut failed = Vec::new();
     let mut rigs: Vec<Option<Rig>> = Vec::new();
     let rounds = if g.metric == Metric::Idle {
@@ -569,6 +575,7 @@ pub fn run_group(
 
 /// `shmq bench-peer`: side B in a child process.
 pub fn peer_main(spec: PeerSpec, cpu: Option<usize>) -> Res {
+    super::sys::die_with_parent();
     if let Some(c) = cpu {
         pin(c);
     }

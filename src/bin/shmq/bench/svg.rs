@@ -26,11 +26,21 @@ const COLORS: [RGBColor; 14] = [
 ];
 
 /// (contender, [(size, value)]) for one metric and placement.
-fn series(es: &[Entry], metric: Metric, place: Placement, fig: &str) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+fn series(
+    es: &[Entry],
+    metric: Metric,
+    place: Placement,
+    fig: &str,
+) -> Vec<(&'static str, Vec<(f64, f64)>)> {
     let mut out: Vec<(&'static str, Vec<(f64, f64)>)> = Vec::new();
-    for e in es.iter().filter(|e| e.metric == metric && e.placement == place && e.topology == "1x1") {
-        let Some(s) = e.figures.get(fig) else { continue };
-        if !(s.median > 0.0) {
+    for e in es
+        .iter()
+        .filter(|e| e.metric == metric && e.placement == place && e.topology == "1x1")
+    {
+        let Some(s) = e.figures.get(fig) else {
+            continue;
+        };
+        if s.median.is_nan() || s.median <= 0.0 {
             continue;
         }
         match out.iter_mut().find(|(c, _)| *c == e.contender) {
@@ -53,14 +63,23 @@ fn panel(
     y_desc: &str,
     scale: f64,
 ) -> Res {
-    let place = if es.iter().any(|e| e.metric == metric && e.placement == Placement::Process) {
+    let place = if es
+        .iter()
+        .any(|e| e.metric == metric && e.placement == Placement::Process)
+    {
         Placement::Process
     } else {
         Placement::Thread
     };
     let data = series(es, metric, place, fig);
-    let xs: Vec<f64> = data.iter().flat_map(|(_, v)| v.iter().map(|p| p.0)).collect();
-    let ys: Vec<f64> = data.iter().flat_map(|(_, v)| v.iter().map(|p| p.1 * scale)).collect();
+    let xs: Vec<f64> = data
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.0))
+        .collect();
+    let ys: Vec<f64> = data
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.1 * scale))
+        .collect();
     if xs.is_empty() {
         area.titled(&format!("{title}: not measured"), ("sans-serif", 16))?;
         return Ok(());
@@ -74,7 +93,10 @@ fn panel(
         ys.iter().copied().fold(0.0, f64::max),
     );
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("{title} ({} placement)", place.name()), ("sans-serif", 16))
+        .caption(
+            format!("{title} ({} placement)", place.name()),
+            ("sans-serif", 16),
+        )
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -111,7 +133,15 @@ pub fn write(path: &std::path::Path, es: &[Entry]) -> Res {
     root.fill(&WHITE)?;
     let (l, r) = root.split_horizontally(700);
     panel(&l, es, Metric::Rtt, "p50_ns", "Round trip p50", "ns", 1.0)?;
-    panel(&r, es, Metric::Stream, "bytes_per_s", "Stream throughput", "MB/s", 1e-6)?;
+    panel(
+        &r,
+        es,
+        Metric::Stream,
+        "bytes_per_s",
+        "Stream throughput",
+        "MB/s",
+        1e-6,
+    )?;
     root.present()?;
     Ok(())
 }

@@ -92,14 +92,93 @@ pub enum Cleanup {
     Dir(PathBuf),
 }
 
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let r: Result<(), String> = match self {
+/// Names of the objects alive right now, for the signal handler.
+static LIVE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl Cleanup {
+    /// Register the object; removed again when the guard drops.
+    pub fn new(c: Cleanup) -> Cleanup {
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(c.key());
+        c
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Cleanup::Queue(n) => format!("q{n}"),
+            Cleanup::Shm(n) => format!("s{n}"),
+            Cleanup::Mq(n) => format!("m{n}"),
+            Cleanup::Dir(p) => format!("d{}", p.display()),
+        }
+    }
+
+    fn from_key(k: &str) -> Option<Cleanup> {
+        let (t, n) = k.split_at_checked(1)?;
+        Some(match t {
+            "q" => Cleanup::Queue(n.into()),
+            "s" => Cleanup::Shm(n.into()),
+            "m" => Cleanup::Mq(n.into()),
+            "d" => Cleanup::Dir(n.into()),
+            _ => return None,
+        })
+    }
+
+    fn remove(&self) -> Result<(), String> {
+        match self {
             Cleanup::Queue(n) => shmqueue::unlink(n).map_err(|e| e.to_string()),
             Cleanup::Shm(n) => shm_unlink(n.as_str()).map_err(|e| e.to_string()),
             Cleanup::Mq(n) => super::mq::unlink(n),
-            Cleanup::Dir(p) => std::fs::remove_dir_all(&*p).map_err(|e| e.to_string()),
-        };
+            Cleanup::Dir(p) => std::fs::remove_dir_all(p).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Ctrl-C and kill: a bench interrupted by SIGINT, SIGTERM or SIGHUP still
+/// removes every object it made. The signals are blocked in every thread
+/// (call this before spawning any) and taken by one thread with sigwait,
+/// which removes what is registered and exits; peer processes die with
+/// their parent (PR_SET_PDEATHSIG, see [`die_with_parent`]).
+pub fn cleanup_on_signals() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("bench-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                let keys = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
+                for k in keys {
+                    if let Some(c) = Cleanup::from_key(&k) {
+                        let _ = c.remove();
+                        std::mem::forget(c);
+                    }
+                }
+                eprintln!("\nshmq bench: {sig}: removed the bench's objects, stopping");
+                std::process::exit(130);
+            }
+        });
+}
+
+/// In a peer process: be killed when the bench that started it dies, so a
+/// spinning peer never outlives an interrupted run.
+pub fn die_with_parent() {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let key = self.key();
+        {
+            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = live.iter().position(|k| *k == key) {
+                live.swap_remove(i);
+            }
+        }
+        let r = self.remove();
         if let Err(e) = r {
             eprintln!("shmq bench: warning: could not remove a bench object: {e}");
         }
