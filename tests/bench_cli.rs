@@ -100,16 +100,33 @@ fn quick_bench_writes_json_and_svg_and_cleans_up() {
         "shmq bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
-    eprintln!("shmq bench --quick --only 8 took {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "shmq bench --quick --only 8 took {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     // The table: absolute figures and ratios.
-    assert!(stdout.contains("x floor"), "no ratio to the floor:\n{stdout}");
-    assert!(stdout.contains("x best peer"), "no ratio to the best peer:\n{stdout}");
+    assert!(
+        stdout.contains("x floor"),
+        "no ratio to the floor:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("x best peer"),
+        "no ratio to the best peer:\n{stdout}"
+    );
 
     // The JSON and its documented fields.
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(doc["schema"], "shmq-bench/1");
-    for k in ["machine", "config", "mq_limits", "results", "skipped", "crossover", "targets"] {
+    for k in [
+        "machine",
+        "config",
+        "mq_limits",
+        "results",
+        "skipped",
+        "crossover",
+        "targets",
+    ] {
         assert!(doc.get(k).is_some(), "JSON lacks {k}");
     }
     let results = doc["results"].as_array().unwrap();
@@ -188,7 +205,10 @@ fn quick_bench_writes_json_and_svg_and_cleans_up() {
     assert_eq!(leftovers("/dev/shm", &prefix), Vec::<String>::new());
     assert_eq!(leftovers("/dev/mqueue", &prefix), Vec::<String>::new());
     let tmp = std::env::temp_dir();
-    assert_eq!(leftovers(tmp.to_str().unwrap(), &prefix), Vec::<String>::new());
+    assert_eq!(
+        leftovers(tmp.to_str().unwrap(), &prefix),
+        Vec::<String>::new()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

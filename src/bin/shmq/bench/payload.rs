@@ -6,22 +6,32 @@ use bytemuck::{Pod, Zeroable};
 /// The payload sizes the typed rings are compiled for (bytes).
 pub const SIZES: [usize; 5] = [8, 64, 512, 4096, 65536];
 
-/// An `N`-byte message. bytemuck implements `Pod` for `[u8; N]` only for a
-/// fixed list of lengths without its `min_const_generics` feature, which this
-/// binary does not switch on for the library; a one-field wrapper does.
+/// An `N`-byte message, 8-aligned like a real message struct with a `u64`
+/// in it (and like the `u64` items of the criterion benches). bytemuck
+/// implements `Pod` for `[u8; N]` only for a fixed list of lengths without
+/// its `min_const_generics` feature, which this binary does not switch on
+/// for the library; a one-field wrapper does.
 #[derive(Clone, Copy)]
-#[repr(transparent)]
+#[repr(C, align(8))]
 pub struct Msg<const N: usize>(pub [u8; N]);
 
-// SAFETY: a transparent wrapper of `[u8; N]`: all-zero bytes are a valid
-// value.
+// SAFETY: all-zero bytes are a valid `[u8; N]`.
 unsafe impl<const N: usize> Zeroable for Msg<N> {}
-// SAFETY: `[u8; N]` has no padding, no pointers and accepts every bit
-// pattern; `repr(transparent)` keeps exactly that layout; it is `Copy` and
-// `'static`.
+// SAFETY: `[u8; N]` has no pointers and accepts every bit pattern; with
+// `N % 8 == 0` (checked in `Msg::NO_PADDING`, evaluated by every
+// constructor) the 8-alignment adds no padding; it is `Copy` and `'static`.
 unsafe impl<const N: usize> Pod for Msg<N> {}
 
 impl<const N: usize> Msg<N> {
+    const NO_PADDING: () = assert!(N % 8 == 0 && N >= 8, "payload sizes are multiples of 8");
+
+    /// An all-zero message.
+    pub fn zeroed() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::NO_PADDING;
+        Msg([0; N])
+    }
+
     #[inline(always)]
     pub fn set(&mut self, v: u64) {
         self.0[..8].copy_from_slice(&v.to_ne_bytes());

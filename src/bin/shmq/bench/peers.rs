@@ -510,12 +510,12 @@ fn build_in_process<const N: usize>(kind: Kind, cap: usize, pairs: usize, built:
             built.a.push(Box::new(RtrbDuplex::<N> {
                 tx: p1,
                 rx: c2,
-                msg: Msg([0; N]),
+                msg: Msg::zeroed(),
             }));
             built.b.push(Box::new(RtrbDuplex::<N> {
                 tx: p2,
                 rx: c1,
-                msg: Msg([0; N]),
+                msg: Msg::zeroed(),
             }));
         }
         Kind::ArrayQueue => {
@@ -525,12 +525,12 @@ fn build_in_process<const N: usize>(kind: Kind, cap: usize, pairs: usize, built:
                 built.a.push(Box::new(AqDuplex::<N> {
                     tx: Arc::clone(&q1),
                     rx: Arc::clone(&q2),
-                    msg: Msg([0; N]),
+                    msg: Msg::zeroed(),
                 }));
                 built.b.push(Box::new(AqDuplex::<N> {
                     tx: Arc::clone(&q2),
                     rx: Arc::clone(&q1),
-                    msg: Msg([0; N]),
+                    msg: Msg::zeroed(),
                 }));
             }
         }
@@ -540,12 +540,12 @@ fn build_in_process<const N: usize>(kind: Kind, cap: usize, pairs: usize, built:
             built.a.push(Box::new(ChanDuplex::<N> {
                 tx: t1,
                 rx: r2,
-                msg: Msg([0; N]),
+                msg: Msg::zeroed(),
             }));
             built.b.push(Box::new(ChanDuplex::<N> {
                 tx: t2,
                 rx: r1,
-                msg: Msg([0; N]),
+                msg: Msg::zeroed(),
             }));
         }
     }
@@ -626,9 +626,9 @@ impl<const N: usize> SpscDuplex<N> {
             rx,
             block: kind == Kind::SpscBlock,
             batch,
-            msg: Msg([0; N]),
+            msg: Msg::zeroed(),
             buf: if batch {
-                vec![Msg([0; N]); CHUNK.min(capacity(N))]
+                vec![Msg::zeroed(); CHUNK.min(capacity(N))]
             } else {
                 Vec::new()
             },
@@ -738,7 +738,7 @@ impl<const N: usize> MpmcDuplex<N> {
             tx,
             rx,
             block: kind == Kind::MpmcBlock,
-            msg: Msg([0; N]),
+            msg: Msg::zeroed(),
         }
     }
 }
