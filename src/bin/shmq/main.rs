@@ -2,7 +2,8 @@
 //!
 //! One module per subcommand: `demo` (the main job: a verified stream between
 //! two real processes); `admin` (`ls`, `stat`, `rm`: inspect and clean up
-//! segments). Each module owns its arguments and its work; this
+//! segments); `bench` (the IPC comparison matrix). Each module owns its
+//! arguments and its work; this
 //! file only dispatches.
 
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod bench;
 mod demo;
 
 /// What every subcommand returns: an error is printed as `shmq: <error>`
@@ -62,6 +64,12 @@ enum Cmd {
     /// Remove segments: only shmqueue segments, only unused ones unless
     /// --force; or every stale one with --stale. Exit status 3: refused.
     Rm(admin::RmArgs),
+    /// Compare shmqueue with other IPC mechanisms (throughput, round trip,
+    /// wake-up latency, idle CPU) and report figures, ratios, JSON and SVG.
+    Bench(bench::BenchArgs),
+    /// (internal) side B of a cross-process `bench` contender.
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +81,8 @@ fn main() -> ExitCode {
         Cmd::Ls(a) => admin::ls(a),
         Cmd::Stat(a) => admin::stat(a),
         Cmd::Rm(a) => admin::rm(a),
+        Cmd::Bench(a) => bench::bench(a),
+        Cmd::BenchPeer(a) => bench::peer(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
