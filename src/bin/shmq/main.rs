@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod torture;
 
 /// What every subcommand returns: an error is printed as `shmq: <error>`
 /// and turns into exit status 1.
@@ -36,6 +37,16 @@ enum Cmd {
     /// (internal) the consumer process of `demo`.
     #[command(hide = true)]
     DemoConsumer(demo::RoleArgs),
+    /// SIGKILL producer and consumer processes at random points, hundreds
+    /// of times, restarting them, and check that nothing was duplicated,
+    /// reordered or lost outside the documented window, and nothing hung.
+    Torture(torture::TortureArgs),
+    /// (internal) a producer process of `torture`.
+    #[command(hide = true)]
+    TortureProducer(torture::RoleArgs),
+    /// (internal) a consumer process of `torture`.
+    #[command(hide = true)]
+    TortureConsumer(torture::RoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +55,9 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => demo::demo(a),
         Cmd::DemoProducer(a) => demo::producer(a),
         Cmd::DemoConsumer(a) => demo::consumer(a),
+        Cmd::Torture(a) => torture::torture(a),
+        Cmd::TortureProducer(a) => torture::producer(a),
+        Cmd::TortureConsumer(a) => torture::consumer(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
