@@ -751,8 +751,10 @@ struct ClaimKills {
     pending: u64,
 }
 
-/// How often a targeted kill stops and resumes its victim at most.
+/// How often a targeted kill stops and resumes its victim at most, and for
+/// how long (a loaded machine makes each try slow).
 const TARGET_TRIES: u32 = 100;
+const TARGET_BUDGET: Duration = Duration::from_millis(30);
 
 /// A read-only mapping of an MPMC segment, for the supervisor to see where a
 /// stopped victim is. It reads the header, registry and slot sequence words
@@ -961,6 +963,11 @@ struct Summary {
     holes: Option<u64>,
     releases: Option<u64>,
     elapsed: Duration,
+    /// Where the time went: random delays, stopping and killing victims,
+    /// waiting for replacements to move.
+    t_delay: Duration,
+    t_kill: Duration,
+    t_recover: Duration,
     problems: Vec<String>,
 }
 
@@ -1148,13 +1155,14 @@ impl Supervisor<'_> {
     /// SIGKILL was sent. The victim is stopped first (SIGSTOP), so that where
     /// it dies can be read from its ledger and, for MPMC, from the registry.
     /// With `target` it is resumed and stopped again, up to `TARGET_TRIES`
-    /// times, until it is caught inside a window: mid-batch or between a
+    /// times (within `TARGET_BUDGET`), until it is caught inside a window: mid-batch or between a
     /// call and its record, or (MPMC) inside a claim: a producer between
     /// winning a position and publishing it, a consumer between taking one
     /// and releasing it.
     fn kill(&mut self, idx: usize, target: bool) -> Res<Instant> {
         let pid = Pid::from_raw(self.live[idx].pid());
         let mut tries = if target { TARGET_TRIES } else { 1 };
+        let budget = Instant::now() + TARGET_BUDGET;
         let (kstate, claim) = loop {
             let kstate = self.live[idx].kernel_state();
             signal::kill(pid, Signal::SIGSTOP)?;
@@ -1166,7 +1174,11 @@ impl Supervisor<'_> {
             };
             tries -= 1;
             let phase = self.live[idx].ledger.get(PHASE);
-            if tries == 0 || claim == Claim::Won || matches!(phase, PH_BATCH | PH_RECORD) {
+            if tries == 0
+                || Instant::now() > budget
+                || claim == Claim::Won
+                || matches!(phase, PH_BATCH | PH_RECORD)
+            {
                 break (kstate, claim);
             }
             signal::kill(pid, Signal::SIGCONT)?;
@@ -1449,7 +1461,9 @@ impl Supervisor<'_> {
             };
             // The random moment of the kill, not a synchronisation.
             std::thread::sleep(delay);
+            self.s.t_delay += delay;
             self.handle_exits()?;
+            let t0 = Instant::now();
             let target = self.rng.chance(30);
             let mut t_kill = None;
             let mut roles = Vec::new();
@@ -1461,6 +1475,7 @@ impl Supervisor<'_> {
                 }
             }
             let t_kill = t_kill.unwrap_or_else(Instant::now);
+            self.s.t_kill += t0.elapsed();
             if self.rng.chance(20) {
                 // Let the survivors see the role empty for a moment.
                 std::thread::sleep(Duration::from_micros(self.rng.below(5000)));
@@ -1474,7 +1489,9 @@ impl Supervisor<'_> {
                 chain = fresh;
                 continue;
             }
+            let t0 = Instant::now();
             let r = self.wait_recovery(&fresh, t_kill, "the kill")?;
+            self.s.t_recover += t0.elapsed();
             self.s.recoveries += 1;
             self.s.sum_recovery += r;
             self.s.max_recovery = self.s.max_recovery.max(r);
@@ -1790,6 +1807,13 @@ fn print_summary(s: &Summary, a: &TortureArgs) {
             c.won_producer, c.ambiguous_producer, c.won_consumer, c.ambiguous_consumer, c.pending
         );
     }
+    println!(
+        "{k}: time: {:.1} s in random delays, {:.1} s stopping and killing victims, {:.1} s \
+         waiting for replacements",
+        s.t_delay.as_secs_f64(),
+        s.t_kill.as_secs_f64(),
+        s.t_recover.as_secs_f64()
+    );
     for p in &s.problems {
         println!("{k}: VIOLATION: {p}");
     }
