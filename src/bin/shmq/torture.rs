@@ -40,12 +40,26 @@
 //!   one (never inside a record), and each such gap holds at most the windows
 //!   of the killed consumers in between.
 //! * **drain**: the final consumer reads until `Disconnected`; the queue is
-//!   then empty and, for MPMC, `holes_skipped <= producer kills` and
-//!   `slots_released <= consumer kills`.
+//!   then empty with no live endpoint, and, for MPMC, `holes_skipped` equals
+//!   the number of producers killed holding a won, unpublished position (up
+//!   to ambiguous cases) and `slots_released` is at most the number of
+//!   consumers killed holding a taken, unreleased slot (see "Kills").
 //! * **no hangs**: a killed child must be gone, and its replacement must have
 //!   moved an item, within `--step-deadline-secs`; the whole run within
 //!   `--deadline-secs`. Otherwise the supervisor prints every child's state
 //!   (phase, progress, kernel state, wait channel), kills them all and fails.
+//!
+//! ## Kills
+//!
+//! A victim is SIGSTOPped, then SIGKILLed: while it is stopped the
+//! supervisor reads where it is (its phase word; the kernel's state, where
+//! "sleeping" inside a push/pop is a blocking wait; and for MPMC its registry
+//! entry and the slot it claims, through a read-only mapping of the segment).
+//! 30% of kills are *targeted*: the victim is resumed and stopped again at
+//! random moments (for at most 30 ms) until it is caught mid-batch, between a
+//! call and its record, or inside an MPMC claim. 15% of replacements are
+//! killed again right after start (exec, attach, first operation), and 10%
+//! of kills take two victims at once.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -810,8 +824,9 @@ impl Peek {
         if off % 8 != 0 || off + 8 > self.map.len() as u64 {
             return None;
         }
-        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned);
-        // the segment's words are only ever accessed atomically, and an
+        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned).
+        // The words read here (header, registry, slot sequence words) are
+        // atomics in the library too, never written non-atomically; an
         // atomic load of a natively supported size is sound on read-only
         // memory. The mapping lives as long as `self`.
         let a = unsafe { &*(self.map.as_ptr().add(off as usize) as *const AtomicU64) };
@@ -960,6 +975,7 @@ struct Summary {
     max_recovery: Duration,
     sum_recovery: Duration,
     claims: ClaimKills,
+    claims_known: bool,
     holes: Option<u64>,
     releases: Option<u64>,
     elapsed: Duration,
@@ -1738,6 +1754,7 @@ fn run_kind(a: &TortureArgs, kind: Kind, seed: u64, global_end: Instant) -> Res<
             ..Summary::default()
         },
     };
+    sup.s.claims_known = sup.peek.is_some();
     let r = sup.run();
     // Children first (their Drop kills them), then the ledgers and segment.
     sup.live.clear();
@@ -1798,7 +1815,9 @@ fn print_summary(s: &Summary, a: &TortureArgs) {
             _ => String::new(),
         }
     );
-    if k == "mpmc" {
+    if k == "mpmc" && !s.claims_known {
+        println!("{k}: kills inside a claim: unknown (the segment's registry was not readable)");
+    } else if k == "mpmc" {
         let c = &s.claims;
         println!(
             "{k}: kills inside a claim: {} producers with a won, unpublished position \
