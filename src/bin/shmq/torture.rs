@@ -56,8 +56,8 @@
 //! "sleeping" inside a push/pop is a blocking wait; and for MPMC its registry
 //! entry and the slot it claims, through a read-only mapping of the segment).
 //! 30% of kills are *targeted*: the victim is resumed and stopped again at
-//! random moments (for at most 30 ms) until it is caught mid-batch, between a
-//! call and its record, or inside an MPMC claim. 15% of replacements are
+//! random moments (for at most 30 ms) until it is caught mid-batch or
+//! between a call and its record, or (half of the MPMC ones) inside a claim. 15% of replacements are
 //! killed again right after start (exec, attach, first operation), and 10%
 //! of kills take two victims at once.
 
@@ -755,6 +755,15 @@ enum Claim {
     Ambiguous,
 }
 
+/// What a targeted kill waits for its victim to be in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// Mid-batch, or between a call and its record.
+    Window,
+    /// (MPMC) holding a won position or a taken slot: `Claim::Won`.
+    Claim,
+}
+
 /// Kills inside a claim, per outcome.
 #[derive(Default, Debug)]
 struct ClaimKills {
@@ -1175,9 +1184,9 @@ impl Supervisor<'_> {
     /// call and its record, or (MPMC) inside a claim: a producer between
     /// winning a position and publishing it, a consumer between taking one
     /// and releasing it.
-    fn kill(&mut self, idx: usize, target: bool) -> Res<Instant> {
+    fn kill(&mut self, idx: usize, target: Option<Target>) -> Res<Instant> {
         let pid = Pid::from_raw(self.live[idx].pid());
-        let mut tries = if target { TARGET_TRIES } else { 1 };
+        let mut tries = if target.is_some() { TARGET_TRIES } else { 1 };
         let budget = Instant::now() + TARGET_BUDGET;
         let (kstate, claim) = loop {
             let kstate = self.live[idx].kernel_state();
@@ -1190,15 +1199,17 @@ impl Supervisor<'_> {
             };
             tries -= 1;
             let phase = self.live[idx].ledger.get(PHASE);
-            if tries == 0
-                || Instant::now() > budget
-                || claim == Claim::Won
-                || matches!(phase, PH_BATCH | PH_RECORD)
-            {
+            let hit = match target {
+                Some(Target::Claim) => claim == Claim::Won,
+                Some(Target::Window) => matches!(phase, PH_BATCH | PH_RECORD),
+                None => true,
+            };
+            if hit || tries == 0 || Instant::now() > budget {
                 break (kstate, claim);
             }
             signal::kill(pid, Signal::SIGCONT)?;
-            // A random moment later, not a synchronisation.
+            // A random moment later, not a synchronisation. (A sleep, not a
+            // spin: on two cores the victim needs the CPU to move on.)
             std::thread::sleep(Duration::from_micros(self.rng.below(200)));
         };
         let p = &self.live[idx];
@@ -1456,13 +1467,30 @@ impl Supervisor<'_> {
             self.check_global(&[])?;
             self.handle_exits()?;
             chain.retain(|id| self.live.iter().any(|p| p.id == *id));
+            let target = match (self.rng.chance(30), self.peek.is_some()) {
+                (false, _) => None,
+                (true, true) if self.rng.chance(50) => Some(Target::Claim),
+                (true, _) => Some(Target::Window),
+            };
             let (victims, delay) = if !chain.is_empty() {
                 // Right after start: during exec, attach, the first push/pop.
                 let d = Duration::from_micros(self.rng.below(500));
                 (std::mem::take(&mut chain), d)
             } else {
                 let n = self.live.len() as u64;
-                let first = self.live[self.rng.below(n) as usize].id;
+                // A claim is held for nanoseconds per operation: look for one
+                // in a process that does not pause between operations.
+                let eager: Vec<u64> = self
+                    .live
+                    .iter()
+                    .filter(|p| p.pace_us == 0)
+                    .map(|p| p.id)
+                    .collect();
+                let first = if target == Some(Target::Claim) && !eager.is_empty() {
+                    eager[self.rng.below(eager.len() as u64) as usize]
+                } else {
+                    self.live[self.rng.below(n) as usize].id
+                };
                 let mut v = vec![first];
                 if n > 1 && self.rng.chance(10) {
                     let other = loop {
@@ -1480,7 +1508,6 @@ impl Supervisor<'_> {
             self.s.t_delay += delay;
             self.handle_exits()?;
             let t0 = Instant::now();
-            let target = self.rng.chance(30);
             let mut t_kill = None;
             let mut roles = Vec::new();
             for id in victims {
