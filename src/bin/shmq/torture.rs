@@ -977,6 +977,8 @@ struct Summary {
     drained: u64,
     lost: u64,
     loss_bound: u64,
+    /// SPSC: how many consumer boundaries the losses sit at.
+    loss_gaps: Option<u64>,
     duplicates: u64,
     order_violations: u64,
     phantoms: u64,
@@ -1703,6 +1705,7 @@ impl Supervisor<'_> {
                     "producer #{g} seq {s} lost inside consumer #{c}'s record (not at a kill)"
                 ));
             }
+            self.s.loss_gaps = Some(gaps.len() as u64);
             let mut over = Vec::new();
             for ((lo, hi), n) in gaps {
                 let allowed: u64 = b.consumers[lo..hi]
@@ -1822,8 +1825,15 @@ fn print_summary(s: &Summary, a: &TortureArgs) {
         ),
         _ => "1".to_owned(),
     };
+    let gaps = match s.loss_gaps {
+        Some(g) => format!(
+            ", at {g} boundaries between consumer records, each within the windows of the \
+             consumers killed there"
+        ),
+        None => String::new(),
+    };
     println!(
-        "{k}: lost {} (bound {}: per killed consumer, {window}); duplicates {}, order \
+        "{k}: lost {} (bound {}: per killed consumer, {window}){gaps}; duplicates {}, order \
          violations {}, phantoms {}",
         s.lost, s.loss_bound, s.duplicates, s.order_violations, s.phantoms
     );
