@@ -59,7 +59,10 @@
 //! random moments (for at most 30 ms) until it is caught mid-batch or
 //! between a call and its record, or (half of the MPMC ones) inside a claim. 15% of replacements are
 //! killed again right after start (exec, attach, first operation), and 10%
-//! of kills take two victims at once.
+//! of kills take two victims at once. Before 5% of kills a child is frozen
+//! instead (SIGSTOP for 50-250 ms, inside a claim when one can be caught)
+//! and resumed: a stopped endpoint is alive, so its hole must not be skipped
+//! nor its slot released; the loss and hole counts show if one was.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -987,6 +990,10 @@ struct Summary {
     sum_recovery: Duration,
     claims: ClaimKills,
     claims_known: bool,
+    /// Children frozen (SIGSTOP, then SIGCONT) rather than killed, and how
+    /// many of them inside a claim.
+    freezes: u64,
+    freezes_in_claim: u64,
     holes: Option<u64>,
     releases: Option<u64>,
     elapsed: Duration,
@@ -1187,33 +1194,7 @@ impl Supervisor<'_> {
     /// winning a position and publishing it, a consumer between taking one
     /// and releasing it.
     fn kill(&mut self, idx: usize, target: Option<Target>) -> Res<Instant> {
-        let pid = Pid::from_raw(self.live[idx].pid());
-        let mut tries = if target.is_some() { TARGET_TRIES } else { 1 };
-        let budget = Instant::now() + TARGET_BUDGET;
-        let (kstate, claim) = loop {
-            let kstate = self.live[idx].kernel_state();
-            signal::kill(pid, Signal::SIGSTOP)?;
-            // Only a stopped victim's claim is what it dies with.
-            let stopped = self.wait_stopped(idx);
-            let claim = match &self.peek {
-                Some(peek) if stopped => peek.claim_of(pid.as_raw() as u32, self.live[idx].role),
-                _ => Claim::None,
-            };
-            tries -= 1;
-            let phase = self.live[idx].ledger.get(PHASE);
-            let hit = match target {
-                Some(Target::Claim) => claim == Claim::Won,
-                Some(Target::Window) => matches!(phase, PH_BATCH | PH_RECORD),
-                None => true,
-            };
-            if hit || tries == 0 || Instant::now() > budget {
-                break (kstate, claim);
-            }
-            signal::kill(pid, Signal::SIGCONT)?;
-            // A random moment later, not a synchronisation. (A sleep, not a
-            // spin: on two cores the victim needs the CPU to move on.)
-            std::thread::sleep(Duration::from_micros(self.rng.below(200)));
-        };
+        let (kstate, claim) = self.stop_at(idx, target, 1)?;
         let p = &self.live[idx];
         let phase = p.ledger.get(PHASE);
         let state = p.ledger.get(STATE);
@@ -1258,6 +1239,71 @@ impl Supervisor<'_> {
         let p = self.live.remove(idx);
         self.absorb(p, true);
         Ok(t_kill)
+    }
+
+    /// SIGSTOP `live[idx]` and read where it is: its kernel state just
+    /// before, and (MPMC) its claim. With a target, resume and stop it again
+    /// at random moments until it is there (within `scale` times the tries
+    /// and budget of a targeted kill).
+    fn stop_at(&mut self, idx: usize, target: Option<Target>, scale: u32) -> Res<(char, Claim)> {
+        let pid = Pid::from_raw(self.live[idx].pid());
+        let mut tries = if target.is_some() {
+            TARGET_TRIES * scale
+        } else {
+            1
+        };
+        let budget = Instant::now() + TARGET_BUDGET * scale;
+        loop {
+            let kstate = self.live[idx].kernel_state();
+            signal::kill(pid, Signal::SIGSTOP)?;
+            // Only a stopped victim's claim is what it dies with.
+            let stopped = self.wait_stopped(idx);
+            let claim = match &self.peek {
+                Some(peek) if stopped => peek.claim_of(pid.as_raw() as u32, self.live[idx].role),
+                _ => Claim::None,
+            };
+            tries -= 1;
+            let phase = self.live[idx].ledger.get(PHASE);
+            let hit = match target {
+                Some(Target::Claim) => claim == Claim::Won,
+                Some(Target::Window) => matches!(phase, PH_BATCH | PH_RECORD),
+                None => true,
+            };
+            if hit || tries == 0 || Instant::now() > budget {
+                return Ok((kstate, claim));
+            }
+            signal::kill(pid, Signal::SIGCONT)?;
+            // A random moment later, not a synchronisation. (A sleep, not a
+            // spin: on two cores the victim needs the CPU to move on.)
+            std::thread::sleep(Duration::from_micros(self.rng.below(200)));
+        }
+    }
+
+    /// Freeze a random child (for MPMC, preferably inside a claim) for 50 to
+    /// 250 ms with SIGSTOP, then resume it. A stopped endpoint is alive: its
+    /// hole must not be skipped nor its slot released, so nothing may be
+    /// lost and the hole/release counts must still match the kills.
+    fn freeze(&mut self) -> Res {
+        let eager: Vec<usize> = (0..self.live.len())
+            .filter(|&i| self.live[i].pace_us == 0)
+            .collect();
+        let idx = if eager.is_empty() {
+            self.rng.below(self.live.len() as u64) as usize
+        } else {
+            eager[self.rng.below(eager.len() as u64) as usize]
+        };
+        let target = self.peek.is_some().then_some(Target::Claim);
+        // Freezes are rare: hunt for a claim five times longer than a kill.
+        let (_, claim) = self.stop_at(idx, target, 5)?;
+        // Long enough for survivors to see the stall (patience 20 ms) and
+        // ask the kernel about the claimant, several times.
+        std::thread::sleep(Duration::from_millis(50 + self.rng.below(200)));
+        signal::kill(Pid::from_raw(self.live[idx].pid()), Signal::SIGCONT)?;
+        self.s.freezes += 1;
+        if claim == Claim::Won {
+            self.s.freezes_in_claim += 1;
+        }
+        Ok(())
     }
 
     /// Wait (bounded) until the kernel shows `live[idx]` stopped; false if
@@ -1469,6 +1515,9 @@ impl Supervisor<'_> {
             self.check_global(&[])?;
             self.handle_exits()?;
             chain.retain(|id| self.live.iter().any(|p| p.id == *id));
+            if chain.is_empty() && self.rng.chance(5) {
+                self.freeze()?;
+            }
             let target = match (self.rng.chance(30), self.peek.is_some()) {
                 (false, _) => None,
                 (true, true) if self.rng.chance(50) => Some(Target::Claim),
@@ -1850,6 +1899,18 @@ fn print_summary(s: &Summary, a: &TortureArgs) {
         match (s.holes, s.releases) {
             (Some(h), Some(r)) => format!("; holes skipped {h}, slots released {r}"),
             _ => String::new(),
+        }
+    );
+    println!(
+        "{k}: {} children frozen for 50-250 ms and resumed{}",
+        s.freezes,
+        if k == "mpmc" {
+            format!(
+                " ({} inside a claim, which survivors had to wait for)",
+                s.freezes_in_claim
+            )
+        } else {
+            String::new()
         }
     );
     if k == "mpmc" && !s.claims_known {
