@@ -199,11 +199,9 @@ fn hundreds_of_sigkills_lose_nothing_outside_the_window_and_nothing_hangs() {
         assert_eq!(m["result"], "OK", "{m:?}");
         kills += num(m, "kills_producer") + num(m, "kills_consumer");
     }
-    assert!(
-        kills >= 2.0 * ITERATIONS as f64,
-        "{kills} kills: {}",
-        run.stdout
-    );
+    // One or two victims per iteration (a victim that retired on its own
+    // just before is not counted): a few hundred in all.
+    assert!(kills >= 200.0, "{kills} kills: {}", run.stdout);
     assert!(
         run.stdout.lines().last() == Some("shmq torture: OK"),
         "{}",
