@@ -1906,7 +1906,7 @@ fn print_summary(s: &Summary, a: &TortureArgs) {
         s.freezes,
         if k == "mpmc" {
             format!(
-                " ({} inside a claim, which survivors had to wait for)",
+                " ({} inside a claim, which survivors must not resolve)",
                 s.freezes_in_claim
             )
         } else {
