@@ -35,7 +35,10 @@
 //!   producer's seqs increase (positions are taken in order on both sides; no
 //!   order holds across consumers).
 //! * **losses**: confirmed values never recorded. Total `<=` the sum of the
-//!   windows of the killed consumers. SPSC, exactly: every lost value lies
+//!   windows of the consumers killed inside a pop or before recording it
+//!   (their phase word, read while they were stopped, says so; a consumer
+//!   killed while pausing, waiting for a producer to come back or attaching
+//!   has window 0). SPSC, exactly: every lost value lies
 //!   between the last value of one consumer's record and the first of a later
 //!   one (never inside a record), and each such gap holds at most the windows
 //!   of the killed consumers in between.
@@ -980,6 +983,8 @@ struct Summary {
     drained: u64,
     lost: u64,
     loss_bound: u64,
+    /// Consumers killed inside a pop or before recording it.
+    exposed_consumer_kills: u64,
     /// SPSC: how many consumer boundaries the losses sit at.
     loss_gaps: Option<u64>,
     duplicates: u64,
@@ -1194,7 +1199,7 @@ impl Supervisor<'_> {
     /// winning a position and publishing it, a consumer between taking one
     /// and releasing it.
     fn kill(&mut self, idx: usize, target: Option<Target>) -> Res<Instant> {
-        let (kstate, claim) = self.stop_at(idx, target, 1)?;
+        let (kstate, claim, stopped) = self.stop_at(idx, target, 1)?;
         let p = &self.live[idx];
         let phase = p.ledger.get(PHASE);
         let state = p.ledger.get(STATE);
@@ -1236,7 +1241,18 @@ impl Supervisor<'_> {
             R::Producer => self.s.kills_producer += 1,
             R::Consumer => self.s.kills_consumer += 1,
         }
-        let p = self.live.remove(idx);
+        // Only a child stopped inside a call or before recording it can
+        // leave items popped but unrecorded (consumer) or pushed but
+        // unconfirmed (producer): its phase is set before each call and
+        // moves on only after the record. If it was not seen stopped, assume
+        // the worst.
+        let exposed = !stopped || matches!(phase, PH_OP | PH_BATCH | PH_RECORD);
+        let mut p = self.live.remove(idx);
+        if !exposed {
+            p.window = 0;
+        } else if role == R::Consumer {
+            self.s.exposed_consumer_kills += 1;
+        }
         self.absorb(p, true);
         Ok(t_kill)
     }
@@ -1245,7 +1261,12 @@ impl Supervisor<'_> {
     /// before, and (MPMC) its claim. With a target, resume and stop it again
     /// at random moments until it is there (within `scale` times the tries
     /// and budget of a targeted kill).
-    fn stop_at(&mut self, idx: usize, target: Option<Target>, scale: u32) -> Res<(char, Claim)> {
+    fn stop_at(
+        &mut self,
+        idx: usize,
+        target: Option<Target>,
+        scale: u32,
+    ) -> Res<(char, Claim, bool)> {
         let pid = Pid::from_raw(self.live[idx].pid());
         let mut tries = if target.is_some() {
             TARGET_TRIES * scale
@@ -1270,7 +1291,7 @@ impl Supervisor<'_> {
                 None => true,
             };
             if hit || tries == 0 || Instant::now() > budget {
-                return Ok((kstate, claim));
+                return Ok((kstate, claim, stopped));
             }
             signal::kill(pid, Signal::SIGCONT)?;
             // A random moment later, not a synchronisation. (A sleep, not a
@@ -1294,7 +1315,7 @@ impl Supervisor<'_> {
         };
         let target = self.peek.is_some().then_some(Target::Claim);
         // Freezes are rare: hunt for a claim five times longer than a kill.
-        let (_, claim) = self.stop_at(idx, target, 5)?;
+        let (_, claim, _) = self.stop_at(idx, target, 5)?;
         // Long enough for survivors to see the stall (patience 20 ms) and
         // ask the kernel about the claimant, several times.
         std::thread::sleep(Duration::from_millis(50 + self.rng.below(200)));
@@ -1868,11 +1889,8 @@ fn print_summary(s: &Summary, a: &TortureArgs) {
         s.pushed, s.moved, s.in_flight_delivered, s.drained
     );
     let window = match k {
-        "spsc" => format!(
-            "its call's items: 1, or up to {} in batch mode",
-            a.max_batch.max(1)
-        ),
-        _ => "1".to_owned(),
+        "spsc" => format!("1 item each, or up to {} in batch mode", a.max_batch.max(1)),
+        _ => "1 item each".to_owned(),
     };
     let gaps = match s.loss_gaps {
         Some(g) => format!(
@@ -1882,9 +1900,14 @@ fn print_summary(s: &Summary, a: &TortureArgs) {
         None => String::new(),
     };
     println!(
-        "{k}: lost {} (bound {}: per killed consumer, {window}){gaps}; duplicates {}, order \
-         violations {}, phantoms {}",
-        s.lost, s.loss_bound, s.duplicates, s.order_violations, s.phantoms
+        "{k}: lost {} (bound {}: the {} consumers killed inside a pop or before recording \
+         it, {window}){gaps}; duplicates {}, order violations {}, phantoms {}",
+        s.lost,
+        s.loss_bound,
+        s.exposed_consumer_kills,
+        s.duplicates,
+        s.order_violations,
+        s.phantoms
     );
     let mean = if s.recoveries > 0 {
         ms(s.sum_recovery) / s.recoveries as f64
