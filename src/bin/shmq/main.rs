@@ -2,9 +2,9 @@
 //!
 //! One module per subcommand: `demo` (the main job: a verified stream between
 //! two real processes); `admin` (`ls`, `stat`, `rm`: inspect and clean up
-//! segments); `bench` (the IPC comparison matrix). Each module owns its
-//! arguments and its work; this
-//! file only dispatches.
+//! segments); `bench` (the IPC comparison matrix); `torture` (SIGKILL
+//! endpoints at random points and audit the result). Each module owns its
+//! arguments and its work; this file only dispatches.
 
 use std::process::ExitCode;
 
@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod bench;
 mod demo;
+mod torture;
 
 /// What every subcommand returns: an error is printed as `shmq: <error>`
 /// and turns into exit status 1.
@@ -70,6 +71,16 @@ enum Cmd {
     /// (internal) side B of a cross-process `bench` contender.
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
+    /// SIGKILL producer and consumer processes at random points, hundreds
+    /// of times, restarting them, and check that nothing was duplicated,
+    /// reordered or lost outside the documented window, and nothing hung.
+    Torture(torture::TortureArgs),
+    /// (internal) a producer process of `torture`.
+    #[command(hide = true)]
+    TortureProducer(torture::RoleArgs),
+    /// (internal) a consumer process of `torture`.
+    #[command(hide = true)]
+    TortureConsumer(torture::RoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +94,9 @@ fn main() -> ExitCode {
         Cmd::Rm(a) => admin::rm(a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::BenchPeer(a) => bench::peer(a),
+        Cmd::Torture(a) => torture::torture(a),
+        Cmd::TortureProducer(a) => torture::producer(a),
+        Cmd::TortureConsumer(a) => torture::consumer(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
