@@ -5,6 +5,9 @@
 //!
 //! * [`Spsc`]: the textbook bounded circular buffer (`in`/`out` indices,
 //!   `capacity + 1` slots), cache-padded, with cached peer indices.
+//! * [`ByteRing`]: an SPSC ring of variable-size byte messages (any length,
+//!   larger than the ring too), with in-place reservation and reading and
+//!   `std::io` streaming.
 //! * Blocking calls spin a bounded number of times, then sleep on a shared
 //!   futex in the segment: an idle endpoint uses no CPU, a busy one makes no
 //!   system call.
@@ -43,6 +46,10 @@
 // Under loom the shared-memory half (segment, OFD locks) is not used.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+// The byte ring addresses payload through raw pointers into the mapping,
+// which the loom heap stand-in does not have.
+#[cfg(not(loom))]
+pub mod byte_ring;
 mod error;
 mod header;
 mod liveness;
@@ -58,6 +65,8 @@ mod wait;
 pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
 };
+#[cfg(not(loom))]
+pub use byte_ring::{ByteRing, RecvError, SendError};
 pub use header::QueueKind;
 pub use mpmc::Mpmc;
 pub use name::{validate_name, MAX_NAME_LEN};

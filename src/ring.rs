@@ -518,6 +518,16 @@ impl Attachment {
         self.buffer_size
     }
 
+    /// Byte ring: the start of the data area (`buffer_size` bytes, 128-aligned
+    /// in the mapping). Only `byte_ring.rs` addresses bytes through it; its
+    /// accesses are raw-pointer copies at offsets it has bounds-checked.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn data_ptr(&self) -> NonNull<u8> {
+        debug_assert_eq!(self.ring.geom.kind, crate::header::QueueKind::Bytes);
+        self.slots
+    }
+
     /// This endpoint's own registry entry.
     #[inline]
     pub(crate) fn own(&self) -> &EndpointEntry {
