@@ -260,9 +260,9 @@ impl fmt::Display for SendError {
             SendError::Full => f.write_str(
                 "byte ring is full; retry later, or use send()/send_timeout() to wait for space",
             ),
-            SendError::Timeout => f.write_str(
-                "timed out waiting for space; the consumer is alive but not keeping up",
-            ),
+            SendError::Timeout => {
+                f.write_str("timed out waiting for space; the consumer is alive but not keeping up")
+            }
             SendError::Disconnected => {
                 f.write_str("the consumer has gone; the message was not (completely) sent")
             }
@@ -324,9 +324,9 @@ pub enum RecvError {
 impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RecvError::Empty => f.write_str(
-                "no complete message yet; retry, or use recv()/recv_timeout() to wait",
-            ),
+            RecvError::Empty => {
+                f.write_str("no complete message yet; retry, or use recv()/recv_timeout() to wait")
+            }
             RecvError::Timeout => {
                 f.write_str("timed out waiting for a message; the producer is alive but quiet")
             }
@@ -542,7 +542,11 @@ fn used(ring: &Ring) -> Result<u64, Corruption> {
     let cap = ring.geom().capacity as u64;
     match head.checked_sub(tail) {
         Some(n) if n <= cap => Ok(n),
-        _ => Err(corrupt("byte ring head", head, tail.saturating_add(cap + 1))),
+        _ => Err(corrupt(
+            "byte ring head",
+            head,
+            tail.saturating_add(cap + 1),
+        )),
     }
 }
 
@@ -941,7 +945,7 @@ impl ByteProducer {
     /// w.write_at(0, b"hello");
     /// w.write_at(5, b" world");
     /// w.commit();
-    /// drop(tx.try_reserve(3)?);                 // not committed: nothing sent
+    /// tx.try_reserve(3)?.discard();             // not committed: nothing sent
     /// let r = rx.try_read()?;                   // read in place
     /// assert_eq!(r.to_vec(), b"hello world");
     /// r.release();
@@ -1078,7 +1082,11 @@ impl RecordWriter<'_> {
     /// Copy `src` over the whole payload. Panics unless
     /// `src.len() == self.len()`.
     pub fn copy_from_slice(&mut self, src: &[u8]) {
-        assert_eq!(src.len(), self.claim.room, "source length != reserved length");
+        assert_eq!(
+            src.len(),
+            self.claim.room,
+            "source length != reserved length"
+        );
         self.p.fill(self.claim, 0, src);
     }
 
@@ -1117,6 +1125,10 @@ impl RecordWriter<'_> {
         // is the caller's contract.
         unsafe { core::slice::from_raw_parts_mut(p, len) }
     }
+
+    /// Publish nothing (as dropping the writer does); the space is reserved
+    /// again by the next call.
+    pub fn discard(self) {}
 
     /// Publish the record with its full reserved length.
     pub fn commit(self) {
@@ -1583,7 +1595,11 @@ impl ByteConsumer {
     fn refuse(&mut self, rec: Rec, len: usize) -> RecvError {
         self.release(rec.size);
         self.partial.clear();
-        self.mode = if rec.more() { Mode::Skipping } else { Mode::Idle };
+        self.mode = if rec.more() {
+            Mode::Skipping
+        } else {
+            Mode::Idle
+        };
         RecvError::TooLarge {
             len,
             max: self.lim.max_message,
@@ -1843,10 +1859,7 @@ impl ByteConsumer {
         self.start_reader(Some(Deadline::after(timeout)))
     }
 
-    fn start_reader(
-        &mut self,
-        deadline: Option<Deadline>,
-    ) -> Result<MessageReader<'_>, RecvError> {
+    fn start_reader(&mut self, deadline: Option<Deadline>) -> Result<MessageReader<'_>, RecvError> {
         let mut r = MessageReader {
             pre: Vec::new(),
             pre_pos: 0,
@@ -1943,7 +1956,11 @@ impl RecordReader<'_> {
 
     /// Copy the message into `dst`. Panics unless `dst.len() == self.len()`.
     pub fn copy_to_slice(&self, dst: &mut [u8]) {
-        assert_eq!(dst.len(), self.rec.len, "destination length != message length");
+        assert_eq!(
+            dst.len(),
+            self.rec.len,
+            "destination length != message length"
+        );
         self.c.copy_payload(self.rec, 0, dst);
     }
 

@@ -622,7 +622,10 @@ mod tests {
     #[test]
     fn byte_ring_geometry_is_capacity_bytes_after_registry() {
         let g = Geometry::compute(QueueKind::Bytes, 1, 1, 4096, 1, 1, 0, 0).unwrap();
-        assert_eq!((g.buffer_size, g.slot_stride, g.slots_offset), (4096, 1, 768));
+        assert_eq!(
+            (g.buffer_size, g.slot_stride, g.slots_offset),
+            (4096, 1, 768)
+        );
         assert_eq!(g.total_size, 768 + 4096);
         assert!(Geometry::compute(QueueKind::Bytes, 1, 1, 4100, 1, 1, 0, 0).is_err());
         assert!(Geometry::compute(QueueKind::Bytes, 1, 1, 56, 1, 1, 0, 0).is_err());

@@ -62,11 +62,11 @@ pub mod spsc;
 mod sync;
 mod wait;
 
+#[cfg(not(loom))]
+pub use byte_ring::{ByteRing, RecvError, SendError};
 pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
 };
-#[cfg(not(loom))]
-pub use byte_ring::{ByteRing, RecvError, SendError};
 pub use header::QueueKind;
 pub use mpmc::Mpmc;
 pub use name::{validate_name, MAX_NAME_LEN};

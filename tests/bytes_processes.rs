@@ -189,7 +189,10 @@ fn random_length_messages_up_to_4x_the_ring_cross_processes_intact() {
         rx.recv_timeout(&mut buf, DEADLINE),
         Err(RecvError::Disconnected)
     );
-    assert!(bytes > MESSAGES * RING / 2, "the sequence exercised long messages");
+    assert!(
+        bytes > MESSAGES * RING / 2,
+        "the sequence exercised long messages"
+    );
 }
 
 #[test]
@@ -252,12 +255,13 @@ fn reserve_then_drop_publishes_nothing_across_processes() {
             for len in [0, 1, 100, 3000, q.max_record_payload()] {
                 let mut w = tx.reserve(len).map_err(|e| e.to_string())?;
                 w.write_at(0, &vec![0xEE; len]);
-                drop(w);
+                w.discard();
             }
             // Wrap the ring several times with dropped reservations between
             // committed ones.
             for i in 0..100u32 {
-                drop(tx.reserve(1000).map_err(|e| e.to_string())?);
+                // Dropped at the end of the statement, uncommitted.
+                let _ = tx.reserve(1000).map_err(|e| e.to_string())?;
                 tx.send(&i.to_le_bytes()).map_err(|e| e.to_string())?;
             }
             Ok(())
@@ -323,7 +327,10 @@ fn producer_killed_inside_a_reserved_record_publishes_nothing() {
         rx.recv_timeout(&mut buf, DEADLINE),
         Err(RecvError::Disconnected)
     );
-    assert!(killed.elapsed() < Duration::from_secs(1), "noticed the death");
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "noticed the death"
+    );
     assert!(q.is_empty());
     // A new producer takes over and is received intact.
     let mut tx = q.producer().unwrap();
@@ -430,7 +437,7 @@ fn a_restarted_consumer_that_missed_the_start_reports_truncated_then_continues()
     let q = ByteRing::create(shm.name(), 256).unwrap();
     let mut tx = q.producer().unwrap();
     let mut rx = q.consumer().unwrap();
-    let big = vec![5u8; 200]; // > half the ring: fragments
+    let big = [5u8; 200]; // > half the ring: fragments
     let mut w = tx.write_message();
     w.write_all(&big[..100]).unwrap();
     w.flush().unwrap(); // first fragment out
