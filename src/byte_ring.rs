@@ -1784,6 +1784,15 @@ impl ByteConsumer {
         self.wait_for(None, |c| c.step(&mut Sink::Slice(&mut *buf)))
     }
 
+    /// Like [`ByteConsumer::recv_into`], without blocking
+    /// ([`RecvError::Empty`] if no complete message is there yet).
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        match self.step(&mut Sink::Slice(buf))? {
+            Some(n) => Ok(n),
+            None => Err(RecvError::Empty),
+        }
+    }
+
     /// Like [`ByteConsumer::recv_into`], giving up after `timeout`.
     pub fn recv_into_timeout(
         &mut self,
