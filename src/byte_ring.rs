@@ -1148,7 +1148,8 @@ impl RecordWriter<'_> {
 /// [`ByteProducer::write_message`].
 ///
 /// Bytes are written straight into reserved ring space, one fragment at a
-/// time (about half the ring); a full fragment is published when the next
+/// time (up to half the ring, less when the ring is busy and the write is
+/// small); a full fragment is published when the next
 /// write needs room, [`Write::flush`](std::io::Write::flush) publishes the
 /// current one early. [`MessageWriter::finish`] publishes the last one. The
 /// consumer sees the message only as a whole, or, with
@@ -1295,7 +1296,15 @@ impl io::Write for MessageWriter<'_> {
                 // Full, and more is coming: out it goes.
                 self.publish_cur(true);
             }
-            match self.p.claim_until(self.p.lim.chunk, self.deadline) {
+            // A whole fragment if there is room for one now; otherwise wait
+            // only for what this write needs (a small message must not wait
+            // for half the ring to drain).
+            let chunk = self.p.lim.chunk;
+            let claim = match self.p.try_claim(chunk) {
+                Err(SendError::Full) => self.p.claim_until(buf.len().min(chunk), self.deadline),
+                r => r,
+            };
+            match claim {
                 Ok(c) => {
                     self.cur = Some(c);
                     self.filled = 0;
