@@ -156,17 +156,17 @@ unsafe fn copy_in(att: &Attachment, at: usize, src: &[u8]) {
     }
 }
 
-/// Copy `dst.len()` bytes of the data area from byte `at` into `dst`.
+/// Copy `len` bytes of the data area from byte `at` to `dst`.
 ///
 /// # Safety
-/// `at + dst.len() <= capacity`, and the bytes are in `[tail, head)` as last
-/// loaded with Acquire (published to this consumer).
+/// `at + len <= capacity`, and the bytes are in `[tail, head)` as last
+/// loaded with Acquire (published to this consumer); `dst` is valid for
+/// `len` bytes of writes and is the caller's own (process-local) memory.
 #[inline]
-unsafe fn copy_out(att: &Attachment, at: usize, dst: &mut [u8]) {
-    // SAFETY: as copy_in, in the other direction; bytes are valid for u8.
-    unsafe {
-        core::ptr::copy_nonoverlapping(att.data_ptr().as_ptr().add(at), dst.as_mut_ptr(), dst.len())
-    }
+unsafe fn copy_out(att: &Attachment, at: usize, dst: *mut u8, len: usize) {
+    // SAFETY: as copy_in, in the other direction; the destination is the
+    // caller's, so the two cannot overlap; any bytes are valid u8s.
+    unsafe { core::ptr::copy_nonoverlapping(att.data_ptr().as_ptr().add(at), dst, len) }
 }
 
 /// Write a record header at byte `at`.
@@ -1542,10 +1542,14 @@ impl ByteConsumer {
     /// rec.len`).
     #[inline]
     fn copy_payload(&self, rec: Rec, from: usize, dst: &mut [u8]) {
-        debug_assert!(from + dst.len() <= rec.len);
+        assert!(
+            from <= rec.len && dst.len() <= rec.len - from,
+            "copy beyond the record"
+        );
         // SAFETY: next_record checked at - 8 + size <= cap and size <= avail,
-        // so the payload is inside the data area and in [tail, head).
-        unsafe { copy_out(&self.att, rec.at + from, dst) };
+        // so the payload (and the range checked above) is inside the data
+        // area and in [tail, head); `dst` is the caller's slice.
+        unsafe { copy_out(&self.att, rec.at + from, dst.as_mut_ptr(), dst.len()) };
     }
 
     /// Append `rec`'s payload to `v` (reserving exactly; the caller bounded
@@ -1553,13 +1557,14 @@ impl ByteConsumer {
     fn append_to(&self, rec: Rec, v: &mut Vec<u8>) {
         v.reserve(rec.len);
         let old = v.len();
-        let spare = &mut v.spare_capacity_mut()[..rec.len];
-        // SAFETY: `spare` is rec.len bytes of v's own allocation; a
-        // MaybeUninit<u8> slice has u8's layout; copy_payload fills it all.
-        let dst = unsafe { &mut *(spare as *mut [core::mem::MaybeUninit<u8>] as *mut [u8]) };
-        self.copy_payload(rec, 0, dst);
-        // SAFETY: the rec.len bytes after `old` were just initialised.
-        unsafe { v.set_len(old + rec.len) };
+        // SAFETY: the payload is inside the data area and published, as in
+        // copy_payload; after `reserve`, v's allocation has room for rec.len
+        // more bytes after `old` (no reference to the uninitialised part is
+        // formed), and copy_out initialises all of them before set_len.
+        unsafe {
+            copy_out(&self.att, rec.at, v.as_mut_ptr().add(old), rec.len);
+            v.set_len(old + rec.len);
+        }
     }
 
     /// Skip what is not the start of a message (continuations of a message
