@@ -11,6 +11,12 @@
 //! * `memcpy`: one thread on CPU 0 copies the same `size` bytes from one
 //!   buffer to another, `n` times: the rate a single core moves these bytes
 //!   when nothing crosses cores.
+//! * `two-core floor`: the least any shared-memory ring can do with these
+//!   bytes: a bare ring of `size`-byte slots in the same 256 KiB, with
+//!   cached head/tail counters and no framing, validation or liveness; the
+//!   producer (CPU 0) copies each message in, the consumer (CPU 1) copies
+//!   it out. `ring / two-core floor` is the cost of the byte ring's design;
+//!   `two-core floor / memcpy` is what crossing cores costs on this machine.
 //!
 //! The goal (issue #7) is ring >= 50% of the memcpy byte rate for 64 KiB
 //! messages; 1 KiB and 64 B are shown for information (there the per-record
@@ -27,8 +33,13 @@
 #[allow(dead_code, unused_macros)]
 mod common;
 
+use std::cell::UnsafeCell;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
 
 use criterion::{criterion_group, Criterion, Throughput};
 use shmqueue::{ByteRing, RecvError, SendError};
@@ -162,6 +173,85 @@ fn stream_ring_zero_copy(size: usize) -> Bench {
     }
 }
 
+/// The bare ring of [`two_core_floor`]: `slots` slots of `size` bytes.
+struct Floor {
+    buf: Box<[UnsafeCell<u8>]>,
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+    slots: u64,
+    size: usize,
+}
+
+// SAFETY: the bytes are only accessed through raw pointers by one producer
+// and one consumer, which hand slots over with Release/Acquire on head and
+// tail, so no slot is accessed by both at once.
+unsafe impl Sync for Floor {}
+
+impl Floor {
+    fn slot(&self, pos: u64) -> *mut u8 {
+        let i = (pos % self.slots) as usize * self.size;
+        // SAFETY: i + size <= slots * size = buf.len(); UnsafeCell<u8> has
+        // u8's layout and permits writes through a shared reference.
+        unsafe { UnsafeCell::raw_get(self.buf.as_ptr().add(i)) }
+    }
+}
+
+fn two_core_floor(size: usize) -> Bench {
+    let slots = (RING / size) as u64;
+    let f = Arc::new(Floor {
+        buf: (0..slots as usize * size)
+            .map(|_| UnsafeCell::new(0))
+            .collect(),
+        head: CachePadded::new(AtomicU64::new(0)),
+        tail: CachePadded::new(AtomicU64::new(0)),
+        slots,
+        size,
+    });
+    let (fa, fb) = (Arc::clone(&f), f);
+    let src = source(size);
+    let mut dst = vec![0u8; size];
+    let crew = Crew::pair(
+        Timed::B,
+        move |n| {
+            let mut head = fa.head.load(Ordering::Relaxed);
+            let mut tail = fa.tail.load(Ordering::Acquire);
+            for _ in 0..n {
+                let mut w = Spin::new();
+                while head - tail == fa.slots {
+                    w.wait();
+                    tail = fa.tail.load(Ordering::Acquire);
+                }
+                // SAFETY: the slot is free (released by the consumer, Acquire
+                // above) and invisible to it until the store below.
+                unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), fa.slot(head), size) };
+                head += 1;
+                fa.head.store(head, Ordering::Release);
+            }
+        },
+        move |n| {
+            let mut tail = fb.tail.load(Ordering::Relaxed);
+            let mut head = fb.head.load(Ordering::Acquire);
+            for _ in 0..n {
+                let mut w = Spin::new();
+                while head == tail {
+                    w.wait();
+                    head = fb.head.load(Ordering::Acquire);
+                }
+                // SAFETY: the slot is published (Acquire above) and the
+                // producer leaves it alone until the store below.
+                unsafe { core::ptr::copy_nonoverlapping(fb.slot(tail), dst.as_mut_ptr(), size) };
+                tail += 1;
+                fb.tail.store(tail, Ordering::Release);
+                black_box(&mut dst);
+            }
+        },
+    );
+    Bench {
+        crew,
+        _names: Vec::new(),
+    }
+}
+
 fn memcpy(size: usize) -> Bench {
     let src = source(size);
     let mut dst = vec![0u8; size];
@@ -213,6 +303,7 @@ fn interleaved(smoke: bool) {
             &[
                 ("ring", stream_ring(size)),
                 ("memcpy", memcpy(size)),
+                ("two-core floor", two_core_floor(size)),
                 ("ring blocking", stream_ring_blocking(size)),
                 ("ring zero-copy", stream_ring_zero_copy(size)),
             ],
@@ -230,6 +321,20 @@ fn interleaved(smoke: bool) {
         );
         let goal = (size == 64 << 10).then_some(Goal::AtLeast(0.5));
         s.ratio("byte rate ring/memcpy", "ring", "memcpy", true, goal);
+        s.ratio(
+            "byte rate ring/two-core floor",
+            "ring",
+            "two-core floor",
+            true,
+            None,
+        );
+        s.ratio(
+            "byte rate two-core floor/memcpy",
+            "two-core floor",
+            "memcpy",
+            true,
+            None,
+        );
         s.ratio(
             "byte rate ring blocking/memcpy",
             "ring blocking",
