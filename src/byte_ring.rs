@@ -80,12 +80,18 @@ const FLAGS_MIDDLE: u32 = FLAG_MORE | FLAG_CONT;
 const FLAGS_ABORTED: u32 = FLAG_CONT | FLAG_ABORT;
 
 /// A record's header, as it lies in the data area (little-endian fields).
+/// Encoded and decoded as bytes ([`encode_header`], [`read_header`]) at
+/// the offsets pinned below.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[allow(dead_code)] // the layout's description; never constructed
 struct RecordHeader {
     len: u32,
     flags: u32,
 }
+/// Offset of `len` in a record header.
+const LEN_AT: usize = 0;
+/// Offset of `flags` in a record header.
+const FLAGS_AT: usize = 4;
 
 #[cfg(not(loom))]
 mod layout_pins {
@@ -95,8 +101,8 @@ mod layout_pins {
 
     const_assert_eq!(size_of::<RecordHeader>(), RECORD_HEADER_SIZE);
     const_assert_eq!(align_of::<RecordHeader>(), 4);
-    const_assert_eq!(offset_of!(RecordHeader, len), 0);
-    const_assert_eq!(offset_of!(RecordHeader, flags), 4);
+    const_assert_eq!(offset_of!(RecordHeader, len), LEN_AT);
+    const_assert_eq!(offset_of!(RecordHeader, flags), FLAGS_AT);
     const_assert_eq!(RECORD_HEADER_SIZE, BYTE_RECORD_ALIGN);
     const_assert_eq!(FLAG_PAD | FLAG_MORE | FLAG_CONT | FLAG_ABORT, 0xf);
 }
@@ -148,12 +154,9 @@ fn record_size(len: usize) -> usize {
 /// in `[tail, head)` of the ring (so no honest consumer reads them now).
 #[inline]
 unsafe fn copy_in(att: &Attachment, at: usize, src: &[u8]) {
-    // SAFETY: the range is inside the data area (contract), which lies in
-    // the mapping (checked geometry); `src` is the caller's own memory, so
-    // the two cannot overlap; a raw copy, no `&mut [u8]` over shared memory.
-    unsafe {
-        core::ptr::copy_nonoverlapping(src.as_ptr(), att.data_ptr().as_ptr().add(at), src.len())
-    }
+    // SAFETY: the caller's contract is write_bytes' (the attachment is a
+    // byte ring's: ByteRing only attaches to QueueKind::Bytes segments).
+    unsafe { att.write_bytes(at, src) }
 }
 
 /// Copy `len` bytes of the data area from byte `at` to `dst`.
@@ -164,48 +167,39 @@ unsafe fn copy_in(att: &Attachment, at: usize, src: &[u8]) {
 /// `len` bytes of writes and is the caller's own (process-local) memory.
 #[inline]
 unsafe fn copy_out(att: &Attachment, at: usize, dst: *mut u8, len: usize) {
-    // SAFETY: as copy_in, in the other direction; the destination is the
-    // caller's, so the two cannot overlap; any bytes are valid u8s.
-    unsafe { core::ptr::copy_nonoverlapping(att.data_ptr().as_ptr().add(at), dst, len) }
+    // SAFETY: the caller's contract is read_bytes'.
+    unsafe { att.read_bytes(at, dst, len) }
+}
+
+/// The 8 bytes of a record header.
+fn encode_header(len: u32, flags: u32) -> [u8; RECORD_HEADER_SIZE] {
+    let mut b = [0u8; RECORD_HEADER_SIZE];
+    b[LEN_AT..LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
+    b[FLAGS_AT..FLAGS_AT + 4].copy_from_slice(&flags.to_le_bytes());
+    b
 }
 
 /// Write a record header at byte `at`.
 ///
 /// # Safety
-/// `at` is a multiple of 8 and `at + 8 <= capacity`; as [`copy_in`].
+/// `at + 8 <= capacity`; as [`copy_in`].
 #[inline]
 unsafe fn write_header(att: &Attachment, at: usize, len: u32, flags: u32) {
-    let h = RecordHeader {
-        len: len.to_le(),
-        flags: flags.to_le(),
-    };
-    // SAFETY: in bounds by the contract; aligned because the data area is
-    // 128-aligned and `at` a multiple of 8; a raw write.
-    unsafe {
-        att.data_ptr()
-            .as_ptr()
-            .add(at)
-            .cast::<RecordHeader>()
-            .write(h)
-    }
+    // SAFETY: the caller's contract.
+    unsafe { copy_in(att, at, &encode_header(len, flags)) }
 }
 
 /// Read the record header at byte `at` (untrusted: the caller validates it).
 ///
 /// # Safety
-/// As [`write_header`], with the bytes published to the caller.
+/// `at + 8 <= capacity`, and the bytes are published to the caller.
 #[inline]
 unsafe fn read_header(att: &Attachment, at: usize) -> (usize, u32) {
-    // SAFETY: in bounds and aligned as in write_header; any bytes are a
-    // valid pair of u32s.
-    let h = unsafe {
-        att.data_ptr()
-            .as_ptr()
-            .add(at)
-            .cast::<RecordHeader>()
-            .read()
-    };
-    (u32::from_le(h.len) as usize, u32::from_le(h.flags))
+    let mut b = [0u8; RECORD_HEADER_SIZE];
+    // SAFETY: the caller's contract; `b` is ours.
+    unsafe { copy_out(att, at, b.as_mut_ptr(), RECORD_HEADER_SIZE) };
+    let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (word(LEN_AT) as usize, word(FLAGS_AT))
 }
 
 /// Has the peer gone? As `spsc::peer_gone`: DETACHED from the header, or an
@@ -522,6 +516,20 @@ impl Builder {
         })
     }
 
+    /// Build the ring on the heap for loom model checking (only under
+    /// `--cfg loom`, where shared-memory segments do not exist).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn create_in_heap(self) -> ByteRing {
+        let geom = Geometry::compute(QueueKind::Bytes, 1, 1, self.capacity, 1, 1, self.schema, 0)
+            .expect("loom model geometry");
+        ByteRing {
+            ring: Arc::new(Ring::create_in_heap(geom)),
+            spin: self.spin,
+            max_message: self.max_message,
+        }
+    }
+
     /// Open an existing byte ring named `name`, validating its header (queue
     /// kind, schema tag, geometry).
     pub fn open(self, name: &str) -> Result<ByteRing, Error> {
@@ -754,8 +762,11 @@ impl ByteProducer {
         }
         let h = self.att.header();
         // Release: the record bytes happen-before a consumer that Acquires
-        // `head`.
+        // `head`. (Mutation for the loom suite: see loom-tests/README.md.)
+        #[cfg(not(shmq_mutation = "bytes_relaxed_publish"))]
         h.head.value.store(self.local.head, Ordering::Release);
+        #[cfg(shmq_mutation = "bytes_relaxed_publish")]
+        h.head.value.store(self.local.head, Ordering::Relaxed);
         h.events.not_empty.notify();
     }
 
@@ -1095,6 +1106,7 @@ impl RecordWriter<'_> {
     /// segment can write them too (only a hostile or buggy one would), so
     /// write through raw pointers (`ptr::write`, `copy_nonoverlapping`) and
     /// do not keep references to them.
+    #[cfg(not(loom))]
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         // SAFETY: the claim's payload starts inside the data area
         // (at + 8 <= cap); only the address is computed here.
@@ -1116,6 +1128,7 @@ impl RecordWriter<'_> {
     /// long as the slice lives, no other process writes these bytes (every
     /// process that can open the segment follows the protocol). Otherwise the
     /// slice aliases memory mutated behind it, which is undefined behaviour.
+    #[cfg(not(loom))]
     pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.claim.room;
         let p = self.as_mut_ptr();
@@ -2008,6 +2021,7 @@ impl RecordReader<'_> {
     /// until the reader is released or dropped. Read through raw pointers
     /// (`ptr::read`, `copy_nonoverlapping`) and do not keep references: a
     /// process that breaks the protocol could write them meanwhile.
+    #[cfg(not(loom))]
     pub fn as_ptr(&self) -> *const u8 {
         // SAFETY: the payload starts inside the data area (next_record
         // checked the record's bounds); only the address is computed.
@@ -2024,6 +2038,7 @@ impl RecordReader<'_> {
     /// writes these bytes (every process that can open the segment follows
     /// the protocol); otherwise the slice changes behind a shared
     /// reference, which is undefined behaviour.
+    #[cfg(not(loom))]
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: rec.len bytes from as_ptr() are inside the data area and
         // published to us; the slice borrows `self`, so it cannot outlive the

@@ -46,9 +46,6 @@
 // Under loom the shared-memory half (segment, OFD locks) is not used.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
-// The byte ring addresses payload through raw pointers into the mapping,
-// which the loom heap stand-in does not have.
-#[cfg(not(loom))]
 pub mod byte_ring;
 mod error;
 mod header;
@@ -62,7 +59,6 @@ pub mod spsc;
 mod sync;
 mod wait;
 
-#[cfg(not(loom))]
 pub use byte_ring::{ByteRing, RecvError, SendError};
 pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
