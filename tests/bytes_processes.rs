@@ -478,3 +478,39 @@ fn consumer_gone_is_disconnected_for_the_producer() {
     child.success();
     assert_eq!(tx.send(b"x"), Err(shmqueue::SendError::Disconnected));
 }
+
+#[test]
+fn consumer_killed_is_noticed_by_a_blocked_producer_within_a_second() {
+    if child_role().is_some() {
+        run_child(|| {
+            let q = open(&child_arg("NAME"))?;
+            let _rx = q.consumer().map_err(|e| e.to_string())?;
+            tell_parent("attached");
+            park_forever();
+        });
+    }
+    let shm = Shm::new("bytes-killcons");
+    let q = ByteRing::create(shm.name(), RING).unwrap();
+    let mut tx = q.producer().unwrap();
+    let mut child = spawn(
+        "consumer_killed_is_noticed_by_a_blocked_producer_within_a_second",
+        "consumer",
+        &[("NAME", shm.0.clone())],
+    );
+    assert_eq!(child.expect_line(), "attached");
+    // Fill the ring; the consumer never reads.
+    while tx.try_send(&[1; 1000]).is_ok() {}
+    child.sigkill();
+    let killed = Instant::now();
+    // A blocked send (the ring stays full) notices the death.
+    assert_eq!(
+        tx.send_timeout(&[2; 1000], DEADLINE),
+        Err(shmqueue::SendError::Disconnected)
+    );
+    assert!(killed.elapsed() < Duration::from_secs(1));
+    // What was sent stays for a new consumer.
+    let mut rx = q.consumer().unwrap();
+    let mut buf = Vec::new();
+    rx.try_recv(&mut buf).unwrap();
+    assert_eq!(buf, [1; 1000]);
+}
