@@ -519,8 +519,9 @@ impl Attachment {
     }
 
     /// Byte ring: the start of the data area (`buffer_size` bytes, 128-aligned
-    /// in the mapping). Only `byte_ring.rs` addresses bytes through it; its
-    /// accesses are raw-pointer copies at offsets it has bounds-checked.
+    /// in the mapping), for the raw pointers the zero-copy API hands out
+    /// (`byte_ring.rs`); copies go through [`Attachment::write_bytes`] and
+    /// [`Attachment::read_bytes`].
     #[cfg(not(loom))]
     #[inline]
     pub(crate) fn data_ptr(&self) -> NonNull<u8> {
