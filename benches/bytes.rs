@@ -24,6 +24,10 @@
 //! core, out on the other) and across cores; the memcpy moves it once,
 //! within one core's caches.
 //!
+//! On a loaded machine the spinning contenders (`ring`, `two-core floor`)
+//! suffer most (a spinner whose peer was descheduled burns its time slice),
+//! so read `ring / two-core floor` there; the blocking variants sleep instead.
+//!
 //! Run with `SHMQ_INTERLEAVED=only cargo bench --bench bytes` for the
 //! interleaved tables (the contenders of each size alternate round by round,
 //! see benches/common), or `cargo bench --bench bytes` for criterion too.
