@@ -24,10 +24,12 @@ echo "== loom: SPSC and waiting protocol (LOOM_MAX_PREEMPTIONS=$spsc_bound)"
 SHMQ_MUTATION= run "$spsc_bound" spsc
 echo "== loom: MPMC (LOOM_MAX_PREEMPTIONS=$mpmc_bound)"
 SHMQ_MUTATION= run "$mpmc_bound" mpmc
+echo "== loom: byte ring (LOOM_MAX_PREEMPTIONS=$mpmc_bound)"
+SHMQ_MUTATION= run "$mpmc_bound" bytes
 
 # Each mutation is a known bug compiled in through build.rs; loom must fail.
 failed=0
-for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant; do
+for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant bytes:bytes_relaxed_publish; do
     file=${m%%:*}
     name=${m#*:}
     echo "== loom must reject mutation: $name (tests/$file.rs)"

@@ -43,7 +43,15 @@ pub enum QueueKind {
     Spsc = 1,
     /// Many producers, many consumers work queue ([`crate::Mpmc`]).
     Mpmc = 2,
+    /// Single producer, single consumer ring of variable-size byte messages
+    /// ([`crate::ByteRing`]); its capacity is in bytes.
+    Bytes = 3,
 }
+
+/// Smallest byte-ring capacity (bytes).
+pub(crate) const MIN_BYTE_CAPACITY: usize = 64;
+/// Byte-ring records (and so the capacity) are multiples of this.
+pub(crate) const BYTE_RECORD_ALIGN: usize = 8;
 
 /// [`Identity::flags`] bit: MPMC slots padded to whole 128-byte lines.
 pub(crate) const FLAG_PADDED_SLOTS: u32 = 1;
@@ -202,6 +210,11 @@ mod layout_pins {
     // mean the same to every process.
     const_assert_eq!(size_of::<AtomicU32>(), 4);
     const_assert_eq!(size_of::<AtomicU64>(), 8);
+    // Byte ring: the data area starts 8-aligned, so every record header
+    // (at a multiple of 8 from it) is an aligned pair of u32s.
+    const_assert_eq!(QueueKind::Bytes as u32, 3);
+    const_assert_eq!((REGISTRY_OFFSET + 2 * LINE) % BYTE_RECORD_ALIGN, 0);
+    const_assert_eq!(MIN_BYTE_CAPACITY % BYTE_RECORD_ALIGN, 0);
 }
 
 /// The shape of a segment, computed with checked arithmetic from a handful of
@@ -312,6 +325,19 @@ impl Geometry {
                 }
                 .ok_or_else(|| too_big("slot"))?;
                 (capacity, value_offset, stride)
+            }
+            // A byte ring is `capacity` bytes of 8-byte-aligned records; the
+            // "slots" are its bytes (see byte_ring.rs).
+            QueueKind::Bytes => {
+                if capacity < MIN_BYTE_CAPACITY || capacity % BYTE_RECORD_ALIGN != 0 {
+                    return Err(Error::InvalidArgument {
+                        detail: format!(
+                            "a byte ring's capacity must be a multiple of {BYTE_RECORD_ALIGN} \
+                             bytes, at least {MIN_BYTE_CAPACITY} (got {capacity})"
+                        ),
+                    });
+                }
+                (capacity, 0, 1)
             }
         };
         let registry_bytes = (endpoints as usize)
@@ -433,7 +459,7 @@ impl Geometry {
         }
         let flags = id.flags.load(r);
         let known = match expect.kind {
-            QueueKind::Spsc => 0,
+            QueueKind::Spsc | QueueKind::Bytes => 0,
             QueueKind::Mpmc => FLAG_PADDED_SLOTS,
         };
         if flags & !known != 0 {
@@ -591,6 +617,18 @@ mod tests {
         assert!(Geometry::compute(QueueKind::Spsc, 8, 8, 0, 1, 1, 0, 0).is_err());
         assert!(Geometry::compute(QueueKind::Spsc, 8, 8, usize::MAX, 1, 1, 0, 0).is_err());
         assert!(Geometry::compute(QueueKind::Spsc, 1 << 40, 8, 1 << 40, 1, 1, 0, 0).is_err());
+    }
+
+    #[test]
+    fn byte_ring_geometry_is_capacity_bytes_after_registry() {
+        let g = Geometry::compute(QueueKind::Bytes, 1, 1, 4096, 1, 1, 0, 0).unwrap();
+        assert_eq!(
+            (g.buffer_size, g.slot_stride, g.slots_offset),
+            (4096, 1, 768)
+        );
+        assert_eq!(g.total_size, 768 + 4096);
+        assert!(Geometry::compute(QueueKind::Bytes, 1, 1, 4100, 1, 1, 0, 0).is_err());
+        assert!(Geometry::compute(QueueKind::Bytes, 1, 1, 56, 1, 1, 0, 0).is_err());
     }
 
     #[test]

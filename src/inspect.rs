@@ -243,6 +243,7 @@ fn known_kind(k: u32) -> Option<QueueKind> {
     match k {
         1 => Some(QueueKind::Spsc),
         2 => Some(QueueKind::Mpmc),
+        3 => Some(QueueKind::Bytes),
         _ => None,
     }
 }
@@ -664,7 +665,9 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
             "registry",
             format!("{endpoints} entries, {producers} of them producers: implausible"),
         )
-    } else if known == Some(QueueKind::Spsc) && (producers, endpoints) != (1, 2) {
+    } else if matches!(known, Some(QueueKind::Spsc | QueueKind::Bytes))
+        && (producers, endpoints) != (1, 2)
+    {
         checks.fail(
             "registry",
             format!("{endpoints} entries ({producers} producers); an SPSC ring has 1 + 1"),
@@ -867,8 +870,9 @@ fn fill(g: &Geometry, head: u64, tail: u64) -> Result<Option<u64>, String> {
         } else {
             head + b - tail
         }))
-    } else if g.kind == QueueKind::Mpmc {
-        // Monotonic positions; at most `capacity` apart.
+    } else if g.kind == QueueKind::Mpmc || g.kind == QueueKind::Bytes {
+        // Monotonic positions (byte ring: byte positions); at most
+        // `capacity` apart.
         match head.checked_sub(tail) {
             Some(n) if n <= g.capacity as u64 => Ok(Some(n)),
             _ => Err(format!(

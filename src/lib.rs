@@ -5,6 +5,9 @@
 //!
 //! * [`Spsc`]: the textbook bounded circular buffer (`in`/`out` indices,
 //!   `capacity + 1` slots), cache-padded, with cached peer indices.
+//! * [`ByteRing`]: an SPSC ring of variable-size byte messages (any length,
+//!   larger than the ring too), with in-place reservation and reading and
+//!   `std::io` streaming.
 //! * Blocking calls spin a bounded number of times, then sleep on a shared
 //!   futex in the segment: an idle endpoint uses no CPU, a busy one makes no
 //!   system call.
@@ -51,6 +54,7 @@
 // Under loom the shared-memory half (segment, OFD locks) is not used.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+pub mod byte_ring;
 mod error;
 mod header;
 pub mod inspect;
@@ -65,6 +69,7 @@ pub mod spsc;
 mod sync;
 mod wait;
 
+pub use byte_ring::{ByteRing, RecvError, SendError};
 pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
 };

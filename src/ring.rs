@@ -575,6 +575,70 @@ impl Attachment {
         self.buffer_size
     }
 
+    /// Byte ring: the start of the data area (`buffer_size` bytes, 128-aligned
+    /// in the mapping), for the raw pointers the zero-copy API hands out
+    /// (`byte_ring.rs`); copies go through [`Attachment::write_bytes`] and
+    /// [`Attachment::read_bytes`].
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn data_ptr(&self) -> NonNull<u8> {
+        debug_assert_eq!(self.ring.geom.kind, crate::header::QueueKind::Bytes);
+        self.slots
+    }
+
+    /// Byte ring: copy `src` into the data area from byte `at`.
+    ///
+    /// # Safety
+    /// The ring's kind is Bytes (one-byte slots); `at + src.len() <=
+    /// buffer_size`; and the queue protocol gives the caller those bytes (no
+    /// endpoint of this queue reads or writes them concurrently).
+    #[inline]
+    pub(crate) unsafe fn write_bytes(&self, at: usize, src: &[u8]) {
+        debug_assert!(at + src.len() <= self.buffer_size);
+        #[cfg(loom)]
+        for (k, &b) in src.iter().enumerate() {
+            self.ring.heap.slots[at + k].with_mut(|p| {
+                // SAFETY: loom's cell hands out its Vec of slot_stride = 1
+                // byte; exclusive access is the caller's contract, which loom
+                // checks.
+                unsafe { (&mut *p)[0] = b }
+            });
+        }
+        #[cfg(not(loom))]
+        // SAFETY: the range is inside the slot array (contract; one-byte
+        // slots, so byte offsets are slot indices), which lies in the mapping
+        // (checked geometry); `src` is the caller's own memory, so the two
+        // cannot overlap; a raw copy, never a `&mut [u8]` over shared memory.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), self.slots.as_ptr().add(at), src.len())
+        }
+    }
+
+    /// Byte ring: copy `len` bytes of the data area from byte `at` to `dst`.
+    ///
+    /// # Safety
+    /// As [`Attachment::write_bytes`], with the bytes published to the
+    /// caller; `dst` is valid for `len` bytes of writes and is process-local
+    /// memory (not in the mapping).
+    #[inline]
+    pub(crate) unsafe fn read_bytes(&self, at: usize, dst: *mut u8, len: usize) {
+        debug_assert!(at + len <= self.buffer_size);
+        #[cfg(loom)]
+        for k in 0..len {
+            self.ring.heap.slots[at + k].with(|p| {
+                // SAFETY: as in write_bytes; `dst + k` is in the caller's
+                // buffer (contract).
+                unsafe { dst.add(k).write((&*p)[0]) }
+            });
+        }
+        #[cfg(not(loom))]
+        // SAFETY: as write_bytes, in the other direction; any bytes are
+        // valid u8s.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.slots.as_ptr().add(at), dst, len)
+        }
+    }
+
     /// This endpoint's own registry entry.
     #[inline]
     pub(crate) fn own(&self) -> &EndpointEntry {

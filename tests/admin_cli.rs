@@ -343,10 +343,10 @@ fn stat_reports_a_corrupted_header_and_an_unknown_kind() {
     let table = shmq(&["ls", "--prefix", bad.name()]);
     assert!(table.stdout.contains("FAIL geometry"), "{}", table.stdout);
 
-    // Kind 3 (unknown to this build) is shown as its number.
-    poke(other.name(), 12, &3u32.to_ne_bytes());
+    // Kind 7 (unknown to this build) is shown as its number.
+    poke(other.name(), 12, &7u32.to_ne_bytes());
     let s = listed(other.name()).expect("a ring of unknown kind is still listed");
-    assert_eq!(s["kind"], 3);
+    assert_eq!(s["kind"], 7);
     assert!(s["kind_name"].is_null());
     let table = shmq(&["ls", "--prefix", other.name()]);
     let cols: Vec<&str> = table
@@ -356,7 +356,7 @@ fn stat_reports_a_corrupted_header_and_an_unknown_kind() {
         .unwrap()
         .split_whitespace()
         .collect();
-    assert_eq!(cols[1], "3");
+    assert_eq!(cols[1], "7");
 }
 
 #[test]
@@ -408,4 +408,26 @@ fn rm_refuses_a_live_ring_without_force_and_removes_it_with_force() {
     let o = shmq(&["rm", unused2.name(), held2.name()]);
     assert_eq!(o.code, 3);
     assert!(!exists(unused2.name()) && exists(held2.name()));
+}
+
+#[test]
+fn a_byte_ring_is_listed_as_bytes_with_its_fill_in_bytes() {
+    let ring = Shm::new("bytes-ls");
+    let q = shmqueue::ByteRing::create(ring.name(), 4096).unwrap();
+    let mut tx = q.producer().unwrap();
+    // One 5-byte message: an 8-byte record header plus the payload padded to 8.
+    tx.try_send(b"hello").unwrap();
+    let s = listed(ring.name()).expect("the byte ring is listed");
+    assert_eq!(s["kind_name"], "bytes");
+    assert_eq!(s["capacity"], 4096);
+    assert_eq!(s["fill"], 16);
+    assert_eq!(s["endpoints_alive"], 1);
+    let st = json(&["stat", "--json", ring.name()]);
+    let failed: Vec<&Value> = st["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
 }
