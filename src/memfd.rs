@@ -34,7 +34,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -42,7 +42,7 @@ use std::process::Command;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::ftruncate;
 
 use crate::Error;
@@ -193,39 +193,9 @@ pub fn send_fd(socket: impl AsFd, fd: impl AsFd) -> Result<(), Error> {
 /// ```
 pub fn recv_fd(socket: impl AsFd) -> Result<OwnedFd, Error> {
     let mut byte = [0u8; 1];
-    let mut cmsg_buf = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
-    let (bytes, fds) = loop {
-        let mut iov = [IoSliceMut::new(&mut byte)];
-        match recvmsg::<()>(
-            socket.as_fd().as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg_buf),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                // Truncated control data cannot be parsed, so whatever
-                // descriptors did arrive would leak; with room for
-                // SCM_MAX_FD that needs other control messages as well.
-                let cmsgs = msg.cmsgs().map_err(|_| {
-                    passing(
-                        "the control data was truncated (more than 253 descriptors or other \
-                         control messages); send exactly one descriptor per message",
-                    )
-                })?;
-                let mut fds = Vec::new();
-                for c in cmsgs {
-                    if let ControlMessageOwned::ScmRights(raw) = c {
-                        for r in raw {
-                            // SAFETY: the kernel installed `r` in our
-                            // descriptor table for this recvmsg call; no
-                            // other code knows the number yet, so taking
-                            // ownership (and closing it on drop) is sound.
-                            fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-                        }
-                    }
-                }
-                break (msg.bytes, fds);
-            }
+    let (bytes, fds, truncated) = loop {
+        match recv_with_fds(socket.as_fd(), &mut byte) {
+            Ok(r) => break r,
             Err(Errno::EINTR) => continue,
             Err(Errno::ENOTSOCK) => {
                 return Err(passing(
@@ -235,6 +205,15 @@ pub fn recv_fd(socket: impl AsFd) -> Result<OwnedFd, Error> {
             Err(e) => return Err(io("recvmsg(SCM_RIGHTS)", e)),
         }
     };
+    if truncated {
+        // `fds` (whatever did arrive) is closed on return.
+        return Err(passing(format!(
+            "the control data was truncated ({} descriptors arrived; more than 253 \
+             descriptors, other control messages, or this process is out of \
+             descriptors); all were closed. Send exactly one descriptor per message",
+            fds.len()
+        )));
+    }
     let mut fds = fds.into_iter();
     match (fds.next(), fds.len()) {
         (Some(fd), 0) => Ok(fd),
@@ -251,6 +230,82 @@ pub fn recv_fd(socket: impl AsFd) -> Result<OwnedFd, Error> {
             extra + 1
         ))),
     }
+}
+
+/// Control buffer with room for [`SCM_MAX_FD`] descriptors.
+// SAFETY: CMSG_SPACE only computes a length.
+const CMSG_BUF_LEN: usize =
+    unsafe { libc::CMSG_SPACE((SCM_MAX_FD * core::mem::size_of::<RawFd>()) as libc::c_uint) }
+        as usize;
+
+/// `cmsghdr`-aligned storage for the control data.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CMSG_BUF_LEN]);
+
+/// One `recvmsg` of up to one byte with `MSG_CMSG_CLOEXEC`: the byte count,
+/// every descriptor that arrived (owned, so closed unless kept), and
+/// whether the kernel truncated the control data (`MSG_CTRUNC`).
+///
+/// Written against libc rather than nix: nix refuses to parse control data
+/// marked truncated, but the kernel still installs the descriptors that fit
+/// (or, out of descriptors, those it managed to install) and lists them in
+/// a well-formed `SCM_RIGHTS` message, so they must be collected to be
+/// closed.
+fn recv_with_fds(
+    socket: BorrowedFd<'_>,
+    byte: &mut [u8; 1],
+) -> Result<(usize, Vec<OwnedFd>, bool), Errno> {
+    let mut buf = CmsgBuf([0; CMSG_BUF_LEN]);
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: byte.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
+    let mut mhdr: libc::msghdr = unsafe { core::mem::zeroed() };
+    mhdr.msg_iov = &mut iov;
+    mhdr.msg_iovlen = 1;
+    mhdr.msg_control = buf.0.as_mut_ptr().cast();
+    mhdr.msg_controllen = CMSG_BUF_LEN as _;
+    // SAFETY: `mhdr` points to one iovec over `byte` and to `buf`, both
+    // live and writable for the whole call, with their true lengths.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut mhdr, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let end = mhdr.msg_control as usize + (mhdr.msg_controllen as usize).min(CMSG_BUF_LEN);
+    let mut fds = Vec::new();
+    // SAFETY: the kernel set msg_controllen to the control bytes it wrote
+    // into `buf`; CMSG_FIRSTHDR returns null unless a whole header fits.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&mhdr) };
+    while !c.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR only return headers that lie
+        // inside the first msg_controllen bytes of `buf`, which is aligned
+        // for cmsghdr (align 8, headers at CMSG_ALIGN offsets).
+        let h = unsafe { &*c };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: pure address computation on a header inside `buf`.
+            let data = unsafe { libc::CMSG_DATA(c) };
+            // SAFETY: CMSG_LEN only computes a length.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            // Never past the control data the kernel wrote.
+            let len = (h.cmsg_len as usize)
+                .saturating_sub(header)
+                .min(end.saturating_sub(data as usize));
+            for i in 0..len / core::mem::size_of::<RawFd>() {
+                // SAFETY: in bounds (clamped to `end` above); the data is
+                // only 4-aligned in general, hence read_unaligned.
+                let raw = unsafe { data.cast::<RawFd>().add(i).read_unaligned() };
+                // SAFETY: the kernel installed `raw` in our descriptor table
+                // for this recvmsg call; no other code knows the number
+                // yet, so taking ownership (and closing it on drop) is sound.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        // SAFETY: `c` is a header inside the control data of `mhdr`;
+        // CMSG_NXTHDR checks the next one against msg_controllen.
+        c = unsafe { libc::CMSG_NXTHDR(&mhdr, c) };
+    }
+    Ok((n as usize, fds, mhdr.msg_flags & libc::MSG_CTRUNC != 0))
 }
 
 /// Arrange for the child that `cmd` spawns to inherit `fd`, and tell it the

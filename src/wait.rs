@@ -249,6 +249,12 @@ pub(crate) fn keep_trying<R>(
             if let Some(r) = attempt() {
                 return Ok(r);
             }
+            // The deadline bounds the spinning too: the budget is the
+            // caller's (`spin(n)`, any u32), and every retry past the first
+            // few yields, so a large one would overrun any timeout.
+            if deadline.is_some_and(|d| d.passed()) {
+                return Err(TimedOut);
+            }
             continue;
         }
         let ticket = event.prepare();

@@ -603,6 +603,44 @@ fn a_message_must_carry_exactly_one_descriptor_and_extras_are_closed() {
     ));
 }
 
+/// A message whose control data the kernel had to truncate still closes
+/// every descriptor that did arrive. Truncation happens without the sender
+/// exceeding `SCM_MAX_FD`: here `SO_PASSCRED` puts credentials ahead of the
+/// descriptors, so only some of 253 fit; a receiver near `RLIMIT_NOFILE`
+/// gets the same partial delivery (`EMFILE` part-way).
+#[test]
+fn a_truncated_message_still_closes_the_descriptors_that_arrived() {
+    use nix::sys::socket::{sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags};
+    let (a, b) = UnixStream::pair().unwrap();
+    let b = socket_with_deadline(b.into());
+    setsockopt(&b, sockopt::PassCred, &true).unwrap();
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let fds = [w.as_raw_fd(); 253];
+    sendmsg::<()>(
+        a.as_raw_fd(),
+        &[std::io::IoSlice::new(b"F")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(memfd::recv_fd(&b), Err(Error::FdPassing { .. })));
+    drop(w);
+    // Every copy closed: the read end hangs up at once (not DEADLINE: a
+    // leak would otherwise cost a minute).
+    let mut pfd = libc::pollfd {
+        fd: r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, on a descriptor we own, for one call.
+    let n = unsafe { libc::poll(&mut pfd, 1, 2000) };
+    assert!(
+        n > 0 && pfd.revents & libc::POLLHUP != 0,
+        "received copies of the write end were leaked"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Across users, and why memfds are sealed.
 

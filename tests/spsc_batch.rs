@@ -714,3 +714,52 @@ proptest! {
         }
     }
 }
+
+/// A deadline bounds the whole wait, spinning included: a large spin
+/// budget must not keep a timed call past its timeout. (Before the fix the
+/// spin phase ignored the deadline: tens of millions of yields, seconds to
+/// minutes, per call; `u32::MAX` hung for hours.)
+#[test]
+fn deadlines_bound_the_spin_phase_too() {
+    let shm = Shm::new("batch-spin-deadline");
+    let q = Spsc::<u64>::builder()
+        .capacity(4)
+        .spin(50_000_000)
+        .create(shm.name())
+        .unwrap();
+    let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    let t = Duration::from_millis(10);
+    let within = |what: &str, start: Instant| {
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+    };
+    let mut buf = [0u64; 4];
+    let s = Instant::now();
+    assert_eq!(rx.pop_slice_timeout(&mut buf, t), Err(PopError::Timeout));
+    within("pop_slice_timeout", s);
+    let s = Instant::now();
+    assert_eq!(
+        rx.read_window_timeout(2, t).unwrap_err(),
+        WindowError::Timeout
+    );
+    within("read_window_timeout", s);
+    let s = Instant::now();
+    assert_eq!(rx.pop_timeout(t), Err(PopError::Timeout));
+    within("pop_timeout", s);
+    tx.push_slice(&[1, 2, 3, 4]).unwrap();
+    let s = Instant::now();
+    assert_eq!(
+        tx.push_all_timeout(&[5], t),
+        Err(PushAllError::Timeout { pushed: 0 })
+    );
+    within("push_all_timeout", s);
+    let s = Instant::now();
+    assert_eq!(
+        tx.write_window_timeout(1, t).unwrap_err(),
+        WindowError::Timeout
+    );
+    within("write_window_timeout", s);
+    let s = Instant::now();
+    assert!(tx.push_timeout(6, t).is_err());
+    within("push_timeout", s);
+}
