@@ -19,9 +19,10 @@ macro_rules! shared_builder_options {
             self
         }
 
-        /// Retries (with backoff, then yields) before a blocking call sleeps on
-        /// the futex (default [`DEFAULT_SPIN`](crate::DEFAULT_SPIN)). 0 sleeps at
-        /// once; larger values trade CPU for wake-up latency.
+        /// Retries before a blocking call sleeps on the futex (default
+        /// [`DEFAULT_SPIN`](crate::DEFAULT_SPIN): ~10 µs of single pauses, then
+        /// `sched_yield`s, ~50 µs in all on an idle core). 0 sleeps at once;
+        /// larger values trade CPU for wake-up latency.
         pub fn spin(mut self, retries: u32) -> Self {
             self.spin = retries;
             self
