@@ -624,7 +624,7 @@ enum PushOutcome {
 }
 
 #[inline]
-fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: T) -> PushOutcome {
+fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: &T) -> PushOutcome {
     let h = att.header();
     let ev = &h.events;
     let me = att.own();
@@ -661,7 +661,7 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
                     // SAFETY: i < capacity (Shape::index); T matches the
                     // validated geometry; winning `pos` while seq == pos gives
                     // us the slot until we publish it.
-                    unsafe { att.write_value(i, value) };
+                    unsafe { att.write_value(i, *value) };
                     // Release: the value happens-before a consumer that
                     // Acquires seq == pos + 1.
                     att.seq(i).store(pos.wrapping_add(1), Ordering::Release);
@@ -718,7 +718,7 @@ impl<T: Pod> Producer<T> {
     /// slot, [`TryPushError::Disconnected`] if every consumer has gone.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
-        match push_impl(&self.att, &self.shape, &mut self.local, value) {
+        match push_impl(&self.att, &self.shape, &mut self.local, &value) {
             #[cfg(loom)]
             PushOutcome::Died => Err(TryPushError::Disconnected(value)),
             PushOutcome::Pushed => Ok(()),
@@ -741,8 +741,10 @@ impl<T: Pod> Producer<T> {
 
     #[inline]
     fn push_until(&mut self, value: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+        // The value is borrowed per attempt, not copied: with a large `T`
+        // a copy per retry would be the whole spin budget.
         let attempt = |att: &Attachment, shape: &Shape, local: &mut Local| match push_impl(
-            att, shape, local, value,
+            att, shape, local, &value,
         ) {
             #[cfg(loom)]
             PushOutcome::Died => Some(Err(PushError::Disconnected(value))),
