@@ -447,9 +447,9 @@ fn send_raw(
                 return Err(stdin_error(e));
             }
         };
-        let r =
-            w.write_all(&buf[..k])
-                .and_then(|()| if k < buf.len() { w.flush() } else { Ok(()) });
+        let r = w
+            .write_all(&buf[..k])
+            .and_then(|()| if k < buf.len() { w.flush() } else { Ok(()) });
         if let Err(e) = r {
             w.abort();
             return Err(failed(e));
@@ -580,18 +580,22 @@ pub fn recv(a: RecvArgs) -> Res {
     let mut buf = Vec::new();
     while a.count.map_or(true, |c| got < c) {
         // Batch output while messages are waiting; flush before blocking.
-        if rx.is_empty() {
-            out.flush().map_err(stdout_error)?;
-        }
         let r = if a.raw {
+            if rx.is_empty() {
+                out.flush().map_err(stdout_error)?;
+            }
             recv_raw(&mut rx, &mut out, timeout)
         } else {
-            match timeout {
-                Some(t) => rx.recv_timeout(&mut buf, t),
-                None => rx.recv(&mut buf),
+            let mut r = rx.try_recv(&mut buf);
+            if r == Err(RecvError::Empty) {
+                out.flush().map_err(stdout_error)?;
+                r = match timeout {
+                    Some(t) => rx.recv_timeout(&mut buf, t),
+                    None => rx.recv(&mut buf),
+                };
             }
-            .map_err(Failure::Recv)
-            .and_then(|()| write_message(&mut out, &buf, &a).map_err(Failure::Out))
+            r.map_err(Failure::Recv)
+                .and_then(|()| write_message(&mut out, &buf, &a).map_err(Failure::Out))
         };
         match r {
             Ok(()) => got += 1,
