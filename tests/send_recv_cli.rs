@@ -240,6 +240,23 @@ fn count_stops_early_and_the_rest_stays_for_the_next_receiver() {
     assert_eq!(rest.code, 0, "the sender is gone and the ring drained");
     assert_eq!(rest.stdout, b"c\nd\ne\n");
     assert!(exists(name), "--keep and plain opens leave the ring");
+
+    // A receiver that stops early while the sender still has lines: the
+    // sender fails like a writer into a closed pipe, and removes its ring.
+    let shm = Shm::new("count-live");
+    let name = shm.name();
+    let input: Vec<u8> = (0..1000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    let send = start(&["send", "--create", "--capacity", "64", name], Some(input));
+    wait_until("send created the ring", || exists(name));
+    let recv = run(&["recv", "--count", "3", name], None);
+    assert_eq!((recv.code, &recv.stdout[..]), (0, &b"0\n1\n2\n"[..]));
+    let send = send.wait();
+    assert_eq!(send.code, 1, "{}", send.stderr);
+    assert!(send.stderr.contains("the receiver of"), "{}", send.stderr);
+    assert!(send.stderr.contains("has gone"), "{}", send.stderr);
+    assert!(!exists(name));
 }
 
 #[test]

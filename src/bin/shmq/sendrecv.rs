@@ -66,7 +66,8 @@ pub struct RingArgs {
     /// With --create: bytes of the ring's data area (a multiple of 8, at
     /// least 64; suffixes k, M, G). Messages larger than the ring are sent
     /// in fragments.
-    #[arg(long, value_name = "BYTES", requires = "create", value_parser = parse_bytes, default_value = "1M")]
+    #[arg(long, value_name = "BYTES", requires = "create", value_parser = parse_bytes,
+          default_value = "1M")]
     capacity: usize,
     /// With --create: permission bits of a new ring, in octal (default 600).
     #[arg(long, value_name = "OCTAL", requires = "create", value_parser = parse_mode)]
@@ -310,28 +311,29 @@ fn fmt_dur(d: Duration) -> String {
 // send
 // --------------------------------------------------------------------------
 
-/// Why a send failed, said for the shell.
+/// Why a send failed, said for the shell. `sent`: messages sent before
+/// this one, or `None` for the one `--raw` message.
 fn send_error(
     e: SendError,
     name: &str,
-    sent: u64,
+    sent: Option<u64>,
     timeout: Option<Duration>,
 ) -> Box<dyn std::error::Error> {
+    let progress = match sent {
+        Some(n) => format!("{n} message(s) were sent, the rest of stdin was not"),
+        None => "the message was abandoned part-way (a receiver sees it cut off)".into(),
+    };
     match e {
         SendError::Timeout => timed_out(format!(
-            "timed out after {} waiting for room in {name:?}: no receiver, or it is not \
-             keeping up; {sent} message(s) were sent",
+            "timed out after {} waiting for room in {name:?} (no receiver, or it is not \
+             keeping up); {progress}",
             fmt_dur(timeout.unwrap_or_default())
         )),
-        SendError::Disconnected => format!(
-            "the receiver of {name:?} has gone; {sent} message(s) were sent, the rest of \
-             stdin was not"
-        )
-        .into(),
+        SendError::Disconnected => format!("the receiver of {name:?} has gone; {progress}").into(),
         SendError::TooLarge { len, max } => format!(
             "message {} is {len} bytes, over the limit of {max} bytes; send it with --raw \
              (any size) and receive it with `recv --raw`",
-            sent + 1
+            sent.unwrap_or(0) + 1
         )
         .into(),
         e => e.into(),
@@ -387,7 +389,7 @@ pub fn send(a: SendArgs) -> Res {
                 break;
             }
             send_one(&mut tx, &buf[..k], timeout)
-                .map_err(|e| send_error(e, &name, sent, timeout))?;
+                .map_err(|e| send_error(e, &name, Some(sent), timeout))?;
             sent += 1;
             if k < n {
                 break;
@@ -404,7 +406,8 @@ pub fn send(a: SendArgs) -> Res {
             if buf.last() == Some(&sep) {
                 buf.pop();
             }
-            send_one(&mut tx, &buf, timeout).map_err(|e| send_error(e, &name, sent, timeout))?;
+            send_one(&mut tx, &buf, timeout)
+                .map_err(|e| send_error(e, &name, Some(sent), timeout))?;
             sent += 1;
         }
     }
@@ -432,7 +435,7 @@ fn send_raw(
     let mut buf = vec![0u8; 64 << 10];
     let failed = |e: io::Error| -> Box<dyn std::error::Error> {
         match e.get_ref().and_then(|i| i.downcast_ref::<SendError>()) {
-            Some(s) => send_error(*s, name, 0, timeout),
+            Some(s) => send_error(*s, name, None, timeout),
             None => e.into(),
         }
     };
@@ -455,7 +458,7 @@ fn send_raw(
             return Err(failed(e));
         }
     }
-    w.finish().map_err(|e| send_error(e, name, 0, timeout))
+    w.finish().map_err(|e| send_error(e, name, None, timeout))
 }
 
 /// Wait until a receiver has attached (now or earlier) and the ring is
