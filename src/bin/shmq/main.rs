@@ -2,8 +2,9 @@
 //!
 //! One module per subcommand: `demo` (the main job: a verified stream between
 //! two real processes); `admin` (`ls`, `stat`, `rm`: inspect and clean up
-//! segments); `bench` (the IPC comparison matrix); `torture` (SIGKILL
-//! endpoints at random points and audit the result). Each module owns its
+//! segments); `sendrecv` (`send`, `recv`: lines or raw bytes through a byte
+//! ring from the shell); `bench` (the IPC comparison matrix); `torture`
+//! (SIGKILL endpoints at random points and audit the result). Each module owns its
 //! arguments and its work; this file only dispatches.
 
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod bench;
 mod demo;
+mod sendrecv;
 mod torture;
 
 /// What every subcommand returns: an error is printed as `shmq: <error>`
@@ -65,6 +67,14 @@ enum Cmd {
     /// Remove segments: only shmqueue segments, only unused ones unless
     /// --force; or every stale one with --stale. Exit status 3: refused.
     Rm(admin::RmArgs),
+    /// Send stdin through a byte ring: one message per line (or NUL-separated
+    /// record, fixed-size record, or all of stdin with --raw). Exit status 4:
+    /// --timeout expired.
+    Send(sendrecv::SendArgs),
+    /// Print messages received from a byte ring, one per line (or
+    /// NUL-terminated, raw, or JSON), until the sender disconnects. Exit
+    /// status 4: --timeout expired.
+    Recv(sendrecv::RecvArgs),
     /// Compare shmqueue with other IPC mechanisms (throughput, round trip,
     /// wake-up latency, idle CPU) and report figures, ratios, JSON and SVG.
     Bench(bench::BenchArgs),
@@ -92,6 +102,8 @@ fn main() -> ExitCode {
         Cmd::Ls(a) => admin::ls(a),
         Cmd::Stat(a) => admin::stat(a),
         Cmd::Rm(a) => admin::rm(a),
+        Cmd::Send(a) => sendrecv::send(a),
+        Cmd::Recv(a) => sendrecv::recv(a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::BenchPeer(a) => bench::peer(a),
         Cmd::Torture(a) => torture::torture(a),

@@ -1,0 +1,752 @@
+//! `shmq send NAME` / `shmq recv NAME`: move lines of text or raw records
+//! through a byte ring (`shmqueue::ByteRing`) from the shell.
+//!
+//! Framing (the same flag on both sides):
+//!
+//! * default: one message per line of stdin, the `\n` stripped; `recv`
+//!   prints each message followed by `\n`. Empty lines are empty messages.
+//! * `--null` / `-0`: NUL-separated records, likewise.
+//! * `--raw`: `send` streams the whole of stdin as **one** message of any
+//!   size (fragmented through the ring, never held whole); `recv` writes
+//!   each message's bytes as they are, with nothing between messages.
+//! * `send --record-size N`: fixed-size binary records of N bytes (a short
+//!   last record is sent as it is); receive them with `recv --raw`.
+//! * `recv --json`: one JSON object per line, `{"len": N, "text": "..."}`
+//!   for UTF-8 messages, `{"len": N, "base64": "..."}` for the others.
+//!
+//! Line, NUL, record and JSON messages are at most 16 MiB (the library's
+//! default limit, which bounds what `recv` allocates); `--raw` has no limit.
+//!
+//! Rings: without `--create` the ring must exist (and be a byte ring).
+//! `--create [--capacity BYTES] [--mode OCTAL]` creates it if it is missing
+//! and otherwise opens it, so either side may start first. A ring this
+//! command created is removed when the command exits, unless `--keep`:
+//! `send` first waits until a receiver has attached and taken everything
+//! (so `send` exiting 0 means the data was delivered to a receiver), `recv`
+//! removes it when it is done. Removing the name never disturbs a peer that
+//! already has the ring open. A ring this command merely opened is left as
+//! it is. (Killed by a signal, a command leaves the ring behind:
+//! `shmq rm --stale`.)
+//!
+//! Waiting: `send` blocks while the ring is full (backpressure) and until a
+//! receiver has drained a ring it created; `recv` blocks for the next
+//! message. `--timeout DUR` (`500ms`, `2s`, `1m`, or seconds) bounds each
+//! wait: for `send`, sending one message (with `--raw`: the whole stream)
+//! and the final drain; for `recv`, the next message (with `--raw`: the
+//! whole of it).
+//!
+//! Exit status: 0 success (`send`: stdin was at EOF and everything was
+//! sent, and drained if it created the ring; `recv`: the sender disconnected
+//! and the ring was drained, or `--count` messages were received); 1 error
+//! (missing ring, not a byte ring, role taken, peer gone mid-stream, a
+//! message abandoned part-way, I/O); 2 usage; 4 a `--timeout` expired.
+
+use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use shmqueue::byte_ring::{ByteConsumer, ByteProducer, DEFAULT_MAX_MESSAGE_SIZE};
+use shmqueue::inspect::EndpointStatus;
+use shmqueue::{ByteRing, Error, RecvError, Role, SendError};
+
+use crate::{ExitWith, Res};
+
+/// Exit status when a `--timeout` expired.
+pub const EXIT_TIMEOUT: u8 = 4;
+
+/// Options shared by `send` and `recv`: which ring, and whether to make it.
+#[derive(Args, Clone)]
+pub struct RingArgs {
+    /// The ring's name ("/pipe"; the leading '/' may be left out).
+    name: String,
+    /// Create the ring if it does not exist (otherwise open it). A ring
+    /// created here is removed on exit unless --keep.
+    #[arg(long)]
+    create: bool,
+    /// With --create: bytes of the ring's data area (a multiple of 8, at
+    /// least 64; suffixes k, M, G). Messages larger than the ring are sent
+    /// in fragments.
+    #[arg(long, value_name = "BYTES", requires = "create", value_parser = parse_bytes,
+          default_value = "1M")]
+    capacity: usize,
+    /// With --create: permission bits of a new ring, in octal (default 600).
+    #[arg(long, value_name = "OCTAL", requires = "create", value_parser = parse_mode)]
+    mode: Option<u32>,
+    /// With --create: leave a ring created here in place on exit.
+    #[arg(long, requires = "create")]
+    keep: bool,
+    /// Give up (exit status 4) when one wait lasts longer than this
+    /// ("500ms", "2s", "1m", or seconds).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+}
+
+#[derive(Args, Clone)]
+pub struct SendArgs {
+    #[command(flatten)]
+    ring: RingArgs,
+    /// NUL-separated records instead of lines.
+    #[arg(short = '0', long, conflicts_with_all = ["raw", "record_size"])]
+    null: bool,
+    /// Send the whole of stdin as one message, of any size.
+    #[arg(long, conflicts_with = "record_size")]
+    raw: bool,
+    /// Send fixed-size binary records of this many bytes.
+    #[arg(long, value_name = "N", value_parser = parse_record_size)]
+    record_size: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+pub struct RecvArgs {
+    #[command(flatten)]
+    ring: RingArgs,
+    /// End each message with NUL instead of a newline.
+    #[arg(short = '0', long, conflicts_with_all = ["raw", "json"])]
+    null: bool,
+    /// Write messages' bytes as they are, nothing in between; any size.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
+    /// One JSON object per line: {"len", "text"} or {"len", "base64"}.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many messages.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+// --------------------------------------------------------------------------
+// Argument parsing
+// --------------------------------------------------------------------------
+
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1usize << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size in bytes (e.g. 65536, 64k, 1M)"))
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.strip_prefix("0o").unwrap_or(s);
+    u32::from_str_radix(t, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode (e.g. 600, 0660)"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| Duration::try_from_secs_f64(n * unit).ok())
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m, 1.5)"))
+}
+
+fn parse_record_size(s: &str) -> Result<usize, String> {
+    match parse_bytes(s)? {
+        0 => Err("a record has at least 1 byte".into()),
+        n => Ok(n),
+    }
+}
+
+/// `pipe` → `/pipe`; names already starting with '/' are kept.
+fn shm_name(arg: &str) -> String {
+    if arg.starts_with('/') {
+        arg.to_owned()
+    } else {
+        format!("/{arg}")
+    }
+}
+
+// --------------------------------------------------------------------------
+// Opening the ring
+// --------------------------------------------------------------------------
+
+/// Removes the ring's name on drop when this command created it and was
+/// not asked to keep it. Declared before the endpoints, so they detach
+/// first.
+struct Owned {
+    name: String,
+    remove: bool,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = shmqueue::unlink(&self.name);
+        }
+    }
+}
+
+/// What `shmq send`/`recv` say instead of a bare library error.
+fn explain(e: Error, name: &str) -> Box<dyn std::error::Error> {
+    match e {
+        Error::NotFound { .. } => format!(
+            "no byte ring named {name:?}: start the other side with --create first \
+             (e.g. `shmq recv --create {name}`), or pass --create here"
+        )
+        .into(),
+        Error::Incompatible {
+            field: "queue kind",
+            ..
+        } => {
+            let what = shmqueue::inspect(name).map_or_else(
+                |_| "another kind of queue".to_owned(),
+                |s| match s.elem_size {
+                    Some(n) => format!("an {} queue of {n}-byte elements", s.kind_label()),
+                    None => format!("an {} queue", s.kind_label()),
+                },
+            );
+            format!(
+                "{name:?} is not a byte ring: it is {what}; shmq send/recv only use byte \
+                 rings (see `shmq stat {name}`; pick another name, or create one with --create)"
+            )
+            .into()
+        }
+        e => e.into(),
+    }
+}
+
+/// Open `name`, or with `--create` create it if it is missing. Returns the
+/// ring and whether this call created it.
+fn open_ring(a: &RingArgs, max_message: usize) -> Res<(ByteRing, Owned)> {
+    let name = shm_name(&a.name);
+    let builder = || ByteRing::builder().max_message_size(max_message);
+    if !a.create {
+        let ring = builder().open(&name).map_err(|e| explain(e, &name))?;
+        return Ok((
+            ring,
+            Owned {
+                name,
+                remove: false,
+            },
+        ));
+    }
+    // Create, or open what someone else created; retry if it is removed
+    // between the two.
+    for _ in 0..5 {
+        let mut b = builder().capacity(a.capacity);
+        if let Some(m) = a.mode {
+            b = b.mode(m);
+        }
+        match b.create(&name) {
+            Ok(ring) => {
+                let remove = !a.keep;
+                return Ok((ring, Owned { name, remove }));
+            }
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(explain(e, &name)),
+        }
+        match builder().open(&name) {
+            Ok(ring) => {
+                return Ok((
+                    ring,
+                    Owned {
+                        name,
+                        remove: false,
+                    },
+                ))
+            }
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(explain(e, &name)),
+        }
+    }
+    Err(
+        format!("{name:?} keeps appearing and disappearing; is another process removing it?")
+            .into(),
+    )
+}
+
+fn role_error(e: Error, name: &str) -> Box<dyn std::error::Error> {
+    match e {
+        Error::RoleTaken { role, holder_pid } => {
+            let who = match role {
+                Role::Producer => "sender",
+                Role::Consumer => "receiver",
+            };
+            format!(
+                "another {who} (pid {holder_pid}) is attached to {name:?}; a byte ring has \
+                 one {who} at a time: wait for it to finish, or stop it"
+            )
+            .into()
+        }
+        e => e.into(),
+    }
+}
+
+fn timed_out(msg: String) -> Box<dyn std::error::Error> {
+    Box::new(ExitWith {
+        code: EXIT_TIMEOUT,
+        msg,
+    })
+}
+
+fn fmt_dur(d: Duration) -> String {
+    format!("{:?}", d)
+}
+
+// --------------------------------------------------------------------------
+// send
+// --------------------------------------------------------------------------
+
+/// Why a send failed, said for the shell. `sent`: messages sent before
+/// this one, or `None` for the one `--raw` message.
+fn send_error(
+    e: SendError,
+    name: &str,
+    sent: Option<u64>,
+    timeout: Option<Duration>,
+) -> Box<dyn std::error::Error> {
+    let progress = match sent {
+        Some(n) => format!("{n} message(s) were sent, the rest of stdin was not"),
+        None => "the message was abandoned part-way (a receiver sees it cut off)".into(),
+    };
+    match e {
+        SendError::Timeout => timed_out(format!(
+            "timed out after {} waiting for room in {name:?} (no receiver, or it is not \
+             keeping up); {progress}",
+            fmt_dur(timeout.unwrap_or_default())
+        )),
+        SendError::Disconnected => format!("the receiver of {name:?} has gone; {progress}").into(),
+        SendError::TooLarge { len, max } => format!(
+            "message {} is {len} bytes, over the limit of {max} bytes; send it with --raw \
+             (any size) and receive it with `recv --raw`",
+            sent.unwrap_or(0) + 1
+        )
+        .into(),
+        e => e.into(),
+    }
+}
+
+fn send_one(tx: &mut ByteProducer, msg: &[u8], timeout: Option<Duration>) -> Result<(), SendError> {
+    match timeout {
+        Some(t) => tx.send_timeout(msg, t),
+        None => tx.send(msg),
+    }
+}
+
+/// Read until `buf` is full or EOF; the number of bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn stdin_error(e: io::Error) -> Box<dyn std::error::Error> {
+    format!("reading stdin: {e}").into()
+}
+
+pub fn send(a: SendArgs) -> Res {
+    let max = if a.raw {
+        usize::MAX
+    } else {
+        DEFAULT_MAX_MESSAGE_SIZE
+    };
+    let (ring, owned) = open_ring(&a.ring, max)?;
+    let name = owned.name.clone();
+    let timeout = a.ring.timeout;
+    let mut tx = ring.producer().map_err(|e| role_error(e, &name))?;
+    // A receiver that has already left cannot be sent to: wait for the next.
+    wait_for_peer(&name, Role::Consumer, timeout, || false)?;
+    let mut stdin = io::stdin().lock();
+    let mut sent = 0u64;
+    if a.raw {
+        send_raw(&mut tx, &mut stdin, &name, timeout)?;
+    } else if let Some(n) = a.record_size {
+        let mut buf = vec![0u8; n];
+        loop {
+            let k = read_full(&mut stdin, &mut buf).map_err(stdin_error)?;
+            if k == 0 {
+                break;
+            }
+            send_one(&mut tx, &buf[..k], timeout)
+                .map_err(|e| send_error(e, &name, Some(sent), timeout))?;
+            sent += 1;
+            if k < n {
+                break;
+            }
+        }
+    } else {
+        let sep = if a.null { 0 } else { b'\n' };
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            if stdin.read_until(sep, &mut buf).map_err(stdin_error)? == 0 {
+                break;
+            }
+            if buf.last() == Some(&sep) {
+                buf.pop();
+            }
+            send_one(&mut tx, &buf, timeout)
+                .map_err(|e| send_error(e, &name, Some(sent), timeout))?;
+            sent += 1;
+        }
+    }
+    if owned.remove {
+        wait_drained(&tx, &name, timeout)?;
+    }
+    drop(tx);
+    drop(owned);
+    Ok(())
+}
+
+/// Stream stdin as one message. Whatever stdin has given is published as
+/// soon as a read comes back short (stdin has nothing more right now), so
+/// a slow stream (`tail -f`) reaches the receiver as it comes.
+fn send_raw(
+    tx: &mut ByteProducer,
+    stdin: &mut impl Read,
+    name: &str,
+    timeout: Option<Duration>,
+) -> Res {
+    let mut w = match timeout {
+        Some(t) => tx.write_message_timeout(t),
+        None => tx.write_message(),
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    let failed = |e: io::Error| -> Box<dyn std::error::Error> {
+        match e.get_ref().and_then(|i| i.downcast_ref::<SendError>()) {
+            Some(s) => send_error(*s, name, None, timeout),
+            None => e.into(),
+        }
+    };
+    loop {
+        let k = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Abandoned: a receiver sees a truncated message, never a short one.
+                w.abort();
+                return Err(stdin_error(e));
+            }
+        };
+        let r = w
+            .write_all(&buf[..k])
+            .and_then(|()| if k < buf.len() { w.flush() } else { Ok(()) });
+        if let Err(e) = r {
+            w.abort();
+            return Err(failed(e));
+        }
+    }
+    w.finish().map_err(|e| send_error(e, name, None, timeout))
+}
+
+/// Wait until a receiver has attached (now or earlier) and the ring is
+/// empty. There is no event for "drained", so this polls, backing off to
+/// 10 ms.
+fn wait_drained(tx: &ByteProducer, name: &str, timeout: Option<Duration>) -> Res {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut seen = false;
+    let mut nap = Duration::from_micros(100);
+    loop {
+        if tx.is_empty() {
+            seen = seen || receiver_seen(name);
+            if seen {
+                return Ok(());
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(timed_out(format!(
+                "timed out after {} waiting for a receiver to take everything from {name:?} \
+                 ({} bytes left); the ring is removed (an attached receiver still drains it); \
+                 use --keep to leave it for a later receiver",
+                fmt_dur(timeout.unwrap_or_default()),
+                tx.len()
+            )));
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Whether a receiver has ever attached to `name`: its registry entry is no
+/// longer vacant.
+fn receiver_seen(name: &str) -> bool {
+    peer(name, Role::Consumer) != Peer::Vacant
+}
+
+/// The state of the other end of `name`, as its registry entry says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    /// Never attached.
+    Vacant,
+    /// Attached, and its process holds its liveness token.
+    Live,
+    /// Detached, or attached by a process that died.
+    Gone,
+}
+
+fn peer(name: &str, role: Role) -> Peer {
+    let Ok(s) = shmqueue::inspect(name) else {
+        // Removed, or unreadable: nothing to wait for there.
+        return Peer::Gone;
+    };
+    match s.endpoints.iter().find(|e| e.role == role) {
+        Some(e) if e.status == EndpointStatus::Vacant => Peer::Vacant,
+        Some(e) if e.status == EndpointStatus::Attached && e.alive => Peer::Live,
+        _ => Peer::Gone,
+    }
+}
+
+/// Like opening a FIFO: if the other end of the ring was attached before
+/// and has gone, the library would report it disconnected at once (a
+/// producer cannot send, a consumer of an empty ring is done). Wait for a
+/// new peer instead, or until `ready()` says there is nothing to wait for.
+/// Polls (there is no event for an attach), backing off to 10 ms.
+fn wait_for_peer(
+    name: &str,
+    role: Role,
+    timeout: Option<Duration>,
+    mut ready: impl FnMut() -> bool,
+) -> Res {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut nap = Duration::from_micros(100);
+    while peer(name, role) == Peer::Gone && !ready() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let who = match role {
+                Role::Producer => "sender",
+                Role::Consumer => "receiver",
+            };
+            return Err(timed_out(format!(
+                "timed out after {} waiting for a {who} to attach to {name:?}",
+                fmt_dur(timeout.unwrap_or_default())
+            )));
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------------------
+// recv
+// --------------------------------------------------------------------------
+
+fn stdout_error(e: io::Error) -> Box<dyn std::error::Error> {
+    format!("writing stdout: {e}").into()
+}
+
+fn recv_timed_out(name: &str, got: u64, timeout: Option<Duration>) -> Box<dyn std::error::Error> {
+    timed_out(format!(
+        "timed out after {} waiting for a message on {name:?} ({got} received)",
+        fmt_dur(timeout.unwrap_or_default())
+    ))
+}
+
+pub fn recv(a: RecvArgs) -> Res {
+    let max = if a.raw {
+        usize::MAX
+    } else {
+        DEFAULT_MAX_MESSAGE_SIZE
+    };
+    let (ring, owned) = open_ring(&a.ring, max)?;
+    let name = owned.name.clone();
+    let timeout = a.ring.timeout;
+    let mut rx = ring.consumer().map_err(|e| role_error(e, &name))?;
+    // An empty ring whose sender has already left: wait for the next sender
+    // (or for data) rather than reporting the end at once.
+    wait_for_peer(&name, Role::Producer, timeout, || !rx.is_empty())?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(64 << 10, stdout.lock());
+    let mut got = 0u64;
+    let mut lost = 0u64;
+    let mut buf = Vec::new();
+    while a.count.map_or(true, |c| got < c) {
+        // Batch output while messages are waiting; flush before blocking.
+        let r = if a.raw {
+            if rx.is_empty() {
+                out.flush().map_err(stdout_error)?;
+            }
+            recv_raw(&mut rx, &mut out, timeout)
+        } else {
+            let mut r = rx.try_recv(&mut buf);
+            if r == Err(RecvError::Empty) {
+                out.flush().map_err(stdout_error)?;
+                r = match timeout {
+                    Some(t) => rx.recv_timeout(&mut buf, t),
+                    None => rx.recv(&mut buf),
+                };
+            }
+            r.map_err(Failure::Recv)
+                .and_then(|()| write_message(&mut out, &buf, &a).map_err(Failure::Out))
+        };
+        match r {
+            Ok(()) => got += 1,
+            Err(Failure::Recv(RecvError::Disconnected)) => break,
+            Err(Failure::Recv(RecvError::Timeout)) => {
+                out.flush().map_err(stdout_error)?;
+                return Err(recv_timed_out(&name, got, timeout));
+            }
+            Err(Failure::Recv(e @ (RecvError::Truncated | RecvError::TooLarge { .. }))) => {
+                if a.raw {
+                    // Part of it may be written already: stop here.
+                    out.flush().map_err(stdout_error)?;
+                    return Err(format!("{e}; stopped, {got} message(s) received").into());
+                }
+                lost += 1;
+                out.flush().map_err(stdout_error)?;
+                eprintln!("shmq: warning: {e}");
+            }
+            Err(Failure::Recv(e)) => return Err(e.into()),
+            Err(Failure::Out(e)) => return Err(stdout_error(e)),
+        }
+    }
+    out.flush().map_err(stdout_error)?;
+    drop(rx);
+    drop(owned);
+    if lost > 0 {
+        return Err(format!(
+            "{lost} message(s) were lost (abandoned part-way by the sender, or too large); \
+             {got} received"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+enum Failure {
+    Recv(RecvError),
+    Out(io::Error),
+}
+
+/// One line of `recv --json`: `text` for UTF-8, otherwise `base64`.
+#[derive(serde::Serialize)]
+struct JsonMessage<'a> {
+    len: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base64: Option<String>,
+}
+
+fn write_message(out: &mut impl Write, msg: &[u8], a: &RecvArgs) -> io::Result<()> {
+    if a.json {
+        let text = std::str::from_utf8(msg).ok();
+        let v = JsonMessage {
+            len: msg.len(),
+            text,
+            base64: text.is_none().then(|| base64(msg)),
+        };
+        serde_json::to_writer(&mut *out, &v)?;
+        return out.write_all(b"\n");
+    }
+    out.write_all(msg)?;
+    out.write_all(if a.null { b"\0" } else { b"\n" })
+}
+
+/// Stream one message to `out` as it arrives, flushing each piece (a raw
+/// message may be an endless stream).
+fn recv_raw(
+    rx: &mut ByteConsumer,
+    out: &mut impl Write,
+    timeout: Option<Duration>,
+) -> Result<(), Failure> {
+    let mut m = match timeout {
+        Some(t) => rx.read_message_timeout(t),
+        None => rx.read_message(),
+    }
+    .map_err(Failure::Recv)?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match m.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let inner = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<RecvError>())
+                    .copied();
+                return Err(match inner {
+                    Some(r) => Failure::Recv(r),
+                    None => Failure::Out(e),
+                });
+            }
+        };
+        out.write_all(&buf[..n]).map_err(Failure::Out)?;
+        out.flush().map_err(Failure::Out)?;
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for `recv --json`.
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn parsers() {
+        assert_eq!(parse_bytes("64k"), Ok(65536));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("x").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert!(parse_mode("9").is_err());
+    }
+}
