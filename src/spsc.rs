@@ -861,21 +861,33 @@ fn load_in(att: &Attachment) -> Result<usize, TryPopError> {
 // Always inlined into the public wrappers, which are `#[inline]`: the
 // `Result` then stays in registers instead of going through the stack.
 #[inline(always)]
+/// Whether an item is published at our `out`, refreshing the cached `in`
+/// only when the cache shows none. `Err(Disconnected)` once the producer has
+/// gone and everything it pushed has been taken.
+fn poll_published(att: &Attachment, local: &mut ConsumerLocal) -> Result<bool, TryPopError> {
+    if local.out != local.cached_in {
+        return Ok(true);
+    }
+    local.cached_in = load_in(att)?;
+    if local.cached_in != local.out {
+        return Ok(true);
+    }
+    if !peer_gone(att, &mut local.reap) {
+        return Ok(false);
+    }
+    // The producer left. Its DETACHED store (Release) came after its last
+    // publication, and we read it with Acquire: one more look at `in` sees
+    // everything it ever pushed.
+    local.cached_in = load_in(att)?;
+    if local.cached_in == local.out {
+        return Err(TryPopError::Disconnected);
+    }
+    Ok(true)
+}
+
 fn try_pop_impl<T: Pod>(att: &Attachment, local: &mut ConsumerLocal) -> Result<T, TryPopError> {
-    if local.out == local.cached_in {
-        local.cached_in = load_in(att)?;
-        if local.cached_in == local.out {
-            if !peer_gone(att, &mut local.reap) {
-                return Err(TryPopError::Empty);
-            }
-            // The producer left. Its DETACHED store (Release) came after its
-            // last publication, and we read it with Acquire: one more look
-            // at `in` sees everything it ever pushed.
-            local.cached_in = load_in(att)?;
-            if local.cached_in == local.out {
-                return Err(TryPopError::Disconnected);
-            }
-        }
+    if !poll_published(att, local)? {
+        return Err(TryPopError::Empty);
     }
     // SAFETY: out < buffer_size (invariant of ConsumerLocal); the element type
     // matches the geometry; out != in as last loaded with Acquire, so the
@@ -1180,20 +1192,33 @@ impl<T: Pod> Consumer<T> {
         }
     }
 
+    /// Wait until an item is published, then take it: the wait itself moves
+    /// no `T` (returned through `keep_trying`, a large `T` was copied three
+    /// more times per blocking pop).
     #[inline(never)]
     fn pop_wait(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
         let att = &self.att;
         let local = &mut self.local;
         let event = &att.header().events.not_empty;
         let r = keep_trying(event, self.spin, deadline, || {
-            match try_pop_impl(att, local) {
-                Ok(v) => Some(Ok(v)),
-                Err(TryPopError::Empty) => None,
-                Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
-                Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
+            match poll_published(att, local) {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
             }
         });
-        r.unwrap_or(Err(PopError::Timeout))
+        match r {
+            Err(TimedOut) => Err(PopError::Timeout),
+            Ok(Err(TryPopError::Empty)) => Err(PopError::Timeout),
+            Ok(Err(TryPopError::Disconnected)) => Err(PopError::Disconnected),
+            Ok(Err(TryPopError::Corrupt(c))) => Err(PopError::Corrupt(c)),
+            // Published: this attempt reads it without another index load.
+            Ok(Ok(())) => match try_pop_impl(att, local) {
+                Ok(v) => Ok(v),
+                Err(TryPopError::Corrupt(c)) => Err(PopError::Corrupt(c)),
+                Err(TryPopError::Disconnected | TryPopError::Empty) => Err(PopError::Disconnected),
+            },
+        }
     }
 
     /// Items the ring can hold.
