@@ -858,12 +858,10 @@ fn load_in(att: &Attachment) -> Result<usize, TryPopError> {
     check_index(att, "in", v).map_err(TryPopError::Corrupt)
 }
 
-// Always inlined into the public wrappers, which are `#[inline]`: the
-// `Result` then stays in registers instead of going through the stack.
-#[inline(always)]
 /// Whether an item is published at our `out`, refreshing the cached `in`
 /// only when the cache shows none. `Err(Disconnected)` once the producer has
 /// gone and everything it pushed has been taken.
+#[inline(always)]
 fn poll_published(att: &Attachment, local: &mut ConsumerLocal) -> Result<bool, TryPopError> {
     if local.out != local.cached_in {
         return Ok(true);
@@ -885,6 +883,12 @@ fn poll_published(att: &Attachment, local: &mut ConsumerLocal) -> Result<bool, T
     Ok(true)
 }
 
+// Always inlined into the public wrappers, which are `#[inline]`: the
+// `Result` then stays in registers instead of going through the stack, and
+// the slot is read straight into the caller's return value. Out of line,
+// every pop that converts the `Result` (`pop`, `pop_wait`) copied a large
+// `T` once more, from this function's return slot into its own.
+#[inline(always)]
 fn try_pop_impl<T: Pod>(att: &Attachment, local: &mut ConsumerLocal) -> Result<T, TryPopError> {
     if !poll_published(att, local)? {
         return Err(TryPopError::Empty);
