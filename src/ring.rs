@@ -558,9 +558,9 @@ const ALIAS_CHUNK: usize = 1024;
 /// when `(dst - src) mod 4096` is small but not 0 (measured on the project's
 /// EPYC guest: 64 KiB in 20-26 µs instead of 1.2 µs; a vector loop is
 /// unaffected). Whether a copy between a caller's buffer and a ring slot
-/// falls there depends on where the allocator put the buffer, so a byte
-/// ring ran at 0.18x or 0.5x of a same-core memcpy from one run to the
-/// next. Such copies are cut into pieces that take glibc's vector loop.
+/// falls there depends on where the allocator put the buffer and, for the
+/// byte ring, on the record's position, so it is not the caller's to
+/// avoid. Such copies are cut into pieces that take glibc's vector loop.
 ///
 /// # Safety
 /// As [`core::ptr::copy_nonoverlapping`] for `len` bytes.
