@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use crate::error::{Corruption, Role};
 use crate::header::{
-    Expected, Geometry, QueueKind, BYTE_RECORD_ALIGN, STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK,
+    Expected, Geometry, QueueKind, BYTE_RECORD_ALIGN, STATUS_DETACHED, STATUS_MASK,
 };
 use crate::ring::{Attachment, Ring};
 use crate::segment::SegmentOptions;
@@ -56,8 +56,6 @@ use crate::Error;
 const PRODUCER: u32 = 0;
 /// Registry entry of the consumer role.
 const CONSUMER: u32 = 1;
-/// How often a polling endpoint asks the kernel whether its peer still lives.
-const REAP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Default capacity of [`Builder`], in bytes (1 MiB).
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
@@ -200,21 +198,6 @@ unsafe fn read_header(att: &Attachment, at: usize) -> (usize, u32) {
     unsafe { copy_out(att, at, b.as_mut_ptr(), RECORD_HEADER_SIZE) };
     let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     (word(LEN_AT) as usize, word(FLAGS_AT))
-}
-
-/// Has the peer gone? As `spsc::peer_gone`: DETACHED from the header, or an
-/// ATTACHED peer whose liveness token nobody holds (checked at most every
-/// [`REAP_INTERVAL`]).
-fn peer_gone(att: &Attachment, reap: &mut Throttle) -> bool {
-    let s = att.peer().state.load(Ordering::Acquire) & STATUS_MASK;
-    if s != STATUS_ATTACHED {
-        return s == STATUS_DETACHED;
-    }
-    if !reap.ready(REAP_INTERVAL) {
-        return false;
-    }
-    // An I/O error asking the kernel counts as "alive" (see spsc.rs).
-    matches!(att.reap_peer(), Ok(STATUS_DETACHED))
 }
 
 fn corrupt(what: &'static str, found: u64, limit: u64) -> Corruption {
@@ -745,7 +728,7 @@ impl ByteProducer {
         if cap - (head - tail) >= need as u64 {
             return Ok(true);
         }
-        if peer_gone(&self.att, &mut self.local.reap) {
+        if self.att.peer_gone(&mut self.local.reap) {
             return Err(SendError::Disconnected);
         }
         Ok(false)
@@ -1486,7 +1469,7 @@ impl ByteConsumer {
             if self.local.cached_head == self.local.tail {
                 self.local.cached_head = self.load_head()?;
                 if self.local.cached_head == self.local.tail {
-                    if !peer_gone(&self.att, &mut self.local.reap) {
+                    if !self.att.peer_gone(&mut self.local.reap) {
                         return Ok(Next::Empty);
                     }
                     // The producer's DETACHED store (Release) came after its

@@ -44,7 +44,7 @@ use crate::error::{Corruption, PopError, PushError, Role, TryPopError, TryPushEr
 use crate::header::{
     EndpointEntry, Expected, Geometry, QueueKind, CLAIM_ACTIVE, FLAG_PADDED_SLOTS,
 };
-use crate::ring::{Attachment, Ring};
+use crate::ring::{Attachment, Ring, REAP_INTERVAL};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
 use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};
@@ -58,9 +58,6 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// checked. With sleeps of at most 100 ms, a dead peer's slot is recovered
 /// within about 150 ms of a survivor needing it.
 pub const STALL_PATIENCE: Duration = Duration::from_millis(20);
-/// How often an endpoint that finds the queue empty (full) reaps dead
-/// producers (consumers) to decide whether it is disconnected.
-const REAP_INTERVAL: Duration = Duration::from_millis(50);
 /// Marks a slot whose dead producer never published: consumers skip it.
 const SKIP: u64 = 1 << 63;
 

@@ -24,8 +24,12 @@ use crate::header::{
 use crate::liveness;
 use crate::segment::{Segment, SegmentOptions};
 use crate::sync::Ordering;
-use crate::wait::{futex_wait, futex_wake_all, Deadline};
+use crate::wait::{futex_wait, futex_wake_all, Deadline, Throttle};
 use crate::Error;
+
+/// How often a polling endpoint asks the kernel whether its peer (SPSC,
+/// byte ring) or a dead holder (MPMC) is gone.
+pub(crate) const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub(crate) struct Ring {
     #[cfg(not(loom))]
@@ -607,6 +611,33 @@ impl Attachment {
     /// [`Ring::reap`] the peer: its status, with a dead holder detected.
     pub(crate) fn reap_peer(&self) -> Result<u32, Error> {
         self.ring.reap(self.peer_index)
+    }
+
+    /// Single-peer rings (SPSC, byte ring): has the peer gone? DETACHED is
+    /// read from the header; an ATTACHED peer is checked against its kernel
+    /// liveness token at most every [`REAP_INTERVAL`] (a syscall), so
+    /// spinning pollers stay cheap.
+    #[inline]
+    pub(crate) fn peer_gone(&self, reap: &mut Throttle) -> bool {
+        let s = self.peer().state.load(Ordering::Acquire) & STATUS_MASK;
+        if s != STATUS_ATTACHED {
+            return s == STATUS_DETACHED;
+        }
+        self.reap_due(reap)
+    }
+
+    /// The clock half of [`Attachment::peer_gone`]: if [`REAP_INTERVAL`] has
+    /// passed, ask the kernel whether the ATTACHED peer still holds its
+    /// token. Out of line: it runs only on empty/full polls, and inlined it
+    /// would keep the whole push and pop from being inlined.
+    #[inline(never)]
+    fn reap_due(&self, reap: &mut Throttle) -> bool {
+        if !reap.ready(REAP_INTERVAL) {
+            return false;
+        }
+        // An I/O error asking the kernel is treated as "alive": waiting
+        // longer is recoverable, declaring a live peer dead is not.
+        matches!(self.reap_peer(), Ok(STATUS_DETACHED))
     }
 
     /// Slots in the ring (the validated geometry's `buffer_size`).

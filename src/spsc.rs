@@ -29,7 +29,7 @@ use crate::error::{
     BatchError, Corruption, PopError, PushAllError, PushError, Role, TryPopError, TryPushError,
     WindowError,
 };
-use crate::header::{Expected, Geometry, QueueKind, STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK};
+use crate::header::{Expected, Geometry, QueueKind, STATUS_DETACHED, STATUS_MASK};
 use crate::ring::{Attachment, Ring};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
@@ -40,8 +40,6 @@ use crate::Error;
 const PRODUCER: u32 = 0;
 /// Registry entry of the consumer role.
 const CONSUMER: u32 = 1;
-/// How often a polling endpoint asks the kernel whether its peer still lives.
-const REAP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Default capacity of [`Builder`].
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -314,33 +312,6 @@ fn next(i: usize, buffer_size: usize) -> usize {
     }
 }
 
-/// Has the peer (the registry entry the attachment watches) gone? DETACHED
-/// is read from the header; an ATTACHED peer is checked against its kernel
-/// liveness token at most every [`REAP_INTERVAL`] (a syscall), so spinning
-/// pollers stay cheap.
-#[inline]
-fn peer_gone(att: &Attachment, reap: &mut Throttle) -> bool {
-    let s = att.peer().state.load(Ordering::Acquire) & STATUS_MASK;
-    if s != STATUS_ATTACHED {
-        return s == STATUS_DETACHED;
-    }
-    reap_due(att, reap)
-}
-
-/// The clock half of [`peer_gone`]: if [`REAP_INTERVAL`] has passed, ask the
-/// kernel whether the ATTACHED peer still holds its token. Out of line: it
-/// runs only on empty/full polls, and inlined it would keep the whole push
-/// and pop from being inlined.
-#[inline(never)]
-fn reap_due(att: &Attachment, reap: &mut Throttle) -> bool {
-    if !reap.ready(REAP_INTERVAL) {
-        return false;
-    }
-    // An I/O error asking the kernel is treated as "alive": waiting longer is
-    // recoverable, declaring a live peer dead is not.
-    matches!(att.reap_peer(), Ok(STATUS_DETACHED))
-}
-
 struct ProducerLocal {
     /// Our `in`: we are its only writer, so it is never re-read.
     in_: usize,
@@ -391,7 +362,7 @@ fn try_push_impl<T: Pod>(
         };
         local.cached_out = out;
         if next == out {
-            if peer_gone(att, &mut local.reap) {
+            if att.peer_gone(&mut local.reap) {
                 return Err(PushFail::Disconnected);
             }
             return Err(PushFail::Full);
@@ -465,7 +436,7 @@ fn free_now(att: &Attachment, local: &mut ProducerLocal, want: usize) -> Result<
             .map_err(BatchError::Corrupt)?;
         local.cached_out = out;
         free = free_slots(local.in_, out, b);
-        if free == 0 && peer_gone(att, &mut local.reap) {
+        if free == 0 && att.peer_gone(&mut local.reap) {
             return Err(BatchError::Disconnected);
         }
     }
@@ -870,7 +841,7 @@ fn poll_published(att: &Attachment, local: &mut ConsumerLocal) -> Result<bool, T
     if local.cached_in != local.out {
         return Ok(true);
     }
-    if !peer_gone(att, &mut local.reap) {
+    if !att.peer_gone(&mut local.reap) {
         return Ok(false);
     }
     // The producer left. Its DETACHED store (Release) came after its last
@@ -941,7 +912,7 @@ fn available_now(
         local.cached_in = load_in(att).map_err(corrupt)?;
         used = used_slots(local.out, local.cached_in, b);
         if used == 0 {
-            if !peer_gone(att, &mut local.reap) {
+            if !att.peer_gone(&mut local.reap) {
                 return Ok(0);
             }
             // As in try_pop: one more look after reading DETACHED.
