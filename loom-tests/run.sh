@@ -5,7 +5,7 @@
 #   --deep:        SPSC at 5 (~5 min), MPMC at 4 (~5 min), for release checks
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export RUSTFLAGS="--cfg loom"
+export RUSTFLAGS="--cfg shmqueue_loom"
 export CARGO_TARGET_DIR=target/loom
 spsc_bound=4
 mpmc_bound=3

@@ -91,7 +91,7 @@ const LEN_AT: usize = 0;
 /// Offset of `flags` in a record header.
 const FLAGS_AT: usize = 4;
 
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 mod layout_pins {
     use super::*;
     use core::mem::{align_of, offset_of, size_of};
@@ -500,8 +500,8 @@ impl Builder {
     }
 
     /// Build the ring on the heap for loom model checking (only under
-    /// `--cfg loom`, where shared-memory segments do not exist).
-    #[cfg(loom)]
+    /// `--cfg shmqueue_loom`, where shared-memory segments do not exist).
+    #[cfg(shmqueue_loom)]
     #[doc(hidden)]
     pub fn create_in_heap(self) -> ByteRing {
         let geom = Geometry::compute(QueueKind::Bytes, 1, 1, self.capacity, 1, 1, self.schema, 0)
@@ -746,9 +746,9 @@ impl ByteProducer {
         let h = self.att.header();
         // Release: the record bytes happen-before a consumer that Acquires
         // `head`. (Mutation for the loom suite: see loom-tests/README.md.)
-        #[cfg(not(shmq_mutation = "bytes_relaxed_publish"))]
+        #[cfg(not(shmqueue_mutation = "bytes_relaxed_publish"))]
         h.head.value.store(self.local.head, Ordering::Release);
-        #[cfg(shmq_mutation = "bytes_relaxed_publish")]
+        #[cfg(shmqueue_mutation = "bytes_relaxed_publish")]
         h.head.value.store(self.local.head, Ordering::Relaxed);
         h.events.not_empty.notify();
     }
@@ -1089,7 +1089,7 @@ impl RecordWriter<'_> {
     /// segment can write them too (only a hostile or buggy one would), so
     /// write through raw pointers (`ptr::write`, `copy_nonoverlapping`) and
     /// do not keep references to them.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         // SAFETY: the claim's payload starts inside the data area
         // (at + 8 <= cap); only the address is computed here.
@@ -1111,7 +1111,7 @@ impl RecordWriter<'_> {
     /// long as the slice lives, no other process writes these bytes (every
     /// process that can open the segment follows the protocol). Otherwise the
     /// slice aliases memory mutated behind it, which is undefined behaviour.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.claim.room;
         let p = self.as_mut_ptr();
@@ -2004,7 +2004,7 @@ impl RecordReader<'_> {
     /// until the reader is released or dropped. Read through raw pointers
     /// (`ptr::read`, `copy_nonoverlapping`) and do not keep references: a
     /// process that breaks the protocol could write them meanwhile.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub fn as_ptr(&self) -> *const u8 {
         // SAFETY: the payload starts inside the data area (next_record
         // checked the record's bounds); only the address is computed.
@@ -2021,7 +2021,7 @@ impl RecordReader<'_> {
     /// writes these bytes (every process that can open the segment follows
     /// the protocol); otherwise the slice changes behind a shared
     /// reference, which is undefined behaviour.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: rec.len bytes from as_ptr() are inside the data area and
         // published to us; the slice borrows `self`, so it cannot outlive the

@@ -161,7 +161,7 @@ pub(crate) struct Header {
 /// Size of the fixed header.
 pub(crate) const HEADER_SIZE: usize = core::mem::size_of::<Header>();
 
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 mod layout_pins {
     use super::*;
     use core::mem::{align_of, offset_of, size_of};
@@ -524,7 +524,7 @@ pub(crate) const MAX_ENDPOINTS: u32 = 1024;
 
 /// Under loom the header lives on the heap, built from loom's atomics; a
 /// zero-filled segment is the `Default` of every field.
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 impl Header {
     pub(crate) fn new_zeroed() -> Header {
         let u32_ = || AtomicU32::new(0);
@@ -570,7 +570,7 @@ impl Header {
     }
 }
 
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 impl EndpointEntry {
     pub(crate) fn new_zeroed() -> EndpointEntry {
         EndpointEntry {

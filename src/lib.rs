@@ -52,7 +52,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 // Under loom the shared-memory half (segment, OFD locks) is not used.
-#![cfg_attr(loom, allow(dead_code, unused_imports))]
+#![cfg_attr(shmqueue_loom, allow(dead_code, unused_imports))]
 
 pub mod byte_ring;
 mod error;
@@ -86,3 +86,44 @@ pub use wait::DEFAULT_SPIN;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The deliberate loom mutation compiled into this build, if any (see
+/// `build.rs`). Always `None` outside model-checking builds: CI builds the
+/// library with `SHMQ_MUTATION` set and asserts this.
+#[doc(hidden)]
+pub fn compiled_mutation() -> Option<&'static str> {
+    const NAMES: &[(bool, &str)] = &[
+        (
+            cfg!(shmqueue_mutation = "relaxed_publish"),
+            "relaxed_publish",
+        ),
+        (
+            cfg!(shmqueue_mutation = "no_waiter_fence"),
+            "no_waiter_fence",
+        ),
+        (
+            cfg!(shmqueue_mutation = "wake_before_publish"),
+            "wake_before_publish",
+        ),
+        (
+            cfg!(shmqueue_mutation = "skip_live_claimant"),
+            "skip_live_claimant",
+        ),
+        (
+            cfg!(shmqueue_mutation = "bytes_relaxed_publish"),
+            "bytes_relaxed_publish",
+        ),
+    ];
+    NAMES.iter().find(|(on, _)| *on).map(|(_, n)| *n)
+}
+
+#[cfg(all(test, not(shmqueue_loom)))]
+mod build_hygiene {
+    /// `SHMQ_MUTATION=relaxed_publish cargo test --lib build_hygiene` (as CI
+    /// runs it) must still build the real algorithm: mutations are for loom.
+    #[test]
+    fn no_mutation_outside_model_checking() {
+        assert_eq!(super::compiled_mutation(), None);
+    }
+
+}

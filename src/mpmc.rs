@@ -226,8 +226,8 @@ impl<T: Pod> Builder<T> {
     }
 
     /// Build the queue on the heap for loom model checking (only under
-    /// `--cfg loom`).
-    #[cfg(loom)]
+    /// `--cfg shmqueue_loom`).
+    #[cfg(shmqueue_loom)]
     #[doc(hidden)]
     pub fn create_in_heap(self) -> Mpmc<T> {
         let ring = Ring::create_in_heap(self.geometry().expect("loom model geometry"));
@@ -497,9 +497,9 @@ struct Local {
     /// The stalled position being watched, and since when.
     stall: Option<(u64, Throttle)>,
     /// loom models: "die" right after the next won position.
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     die_after_claim: bool,
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     died: bool,
 }
 
@@ -513,7 +513,7 @@ impl Local {
                 let mut t = Throttle::default();
                 t.ready(STALL_PATIENCE); // starts the clock
                 self.stall = Some((pos, t));
-                cfg!(loom)
+                cfg!(shmqueue_loom)
             }
         }
     }
@@ -612,7 +612,7 @@ impl<T> fmt::Debug for Producer<T> {
 }
 
 enum PushOutcome {
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     Died,
     Pushed,
     Full,
@@ -650,7 +650,7 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
                 Ok(_) => {
                     #[cfg(feature = "test-hooks")]
                     test_hooks::after_claim(Role::Producer);
-                    #[cfg(loom)]
+                    #[cfg(shmqueue_loom)]
                     if local.die_after_claim {
                         local.died = true;
                         return PushOutcome::Died;
@@ -716,7 +716,7 @@ impl<T: Pod> Producer<T> {
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         match push_impl(&self.att, &self.shape, &mut self.local, &value) {
-            #[cfg(loom)]
+            #[cfg(shmqueue_loom)]
             PushOutcome::Died => Err(TryPushError::Disconnected(value)),
             PushOutcome::Pushed => Ok(()),
             PushOutcome::Full => Err(TryPushError::Full(value)),
@@ -743,7 +743,7 @@ impl<T: Pod> Producer<T> {
         let attempt = |att: &Attachment, shape: &Shape, local: &mut Local| match push_impl(
             att, shape, local, &value,
         ) {
-            #[cfg(loom)]
+            #[cfg(shmqueue_loom)]
             PushOutcome::Died => Some(Err(PushError::Disconnected(value))),
             PushOutcome::Pushed => Some(Ok(())),
             PushOutcome::Full => None,
@@ -766,7 +766,7 @@ impl<T: Pod> Producer<T> {
     /// (return without publishing); dropping the producer afterwards does
     /// what the kernel does for a killed process: releases the liveness
     /// token, and nothing else.
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     #[doc(hidden)]
     pub fn die_after_next_claim(&mut self) {
         self.local.die_after_claim = true;
@@ -775,7 +775,7 @@ impl<T: Pod> Producer<T> {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         if self.local.died {
             self.att.kill();
             return;
@@ -872,10 +872,10 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
                 return Err(TryPopError::Empty);
             }
             // Won by a producer, not yet published: in flight, or a hole.
-            #[cfg(not(shmq_mutation = "skip_live_claimant"))]
+            #[cfg(not(shmqueue_mutation = "skip_live_claimant"))]
             let dead = |att, pos| claimants_dead(att, shape.producers.clone(), pos);
             // Mutation for the loom suite: skip without asking the kernel.
-            #[cfg(shmq_mutation = "skip_live_claimant")]
+            #[cfg(shmqueue_mutation = "skip_live_claimant")]
             let dead = |_: &Attachment, _: u64| true;
             if stalled
                 && dead(att, pos)

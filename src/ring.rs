@@ -6,7 +6,7 @@
 //! `&Header`, `&EndpointEntry` and the two slot-copy functions
 //! ([`Attachment::write_slot`], [`Attachment::read_slot`]).
 //!
-//! Under `--cfg loom` the same `Ring` is backed by a heap-allocated header,
+//! Under `--cfg shmqueue_loom` the same `Ring` is backed by a heap-allocated header,
 //! registry and slot cells (loom cannot model `mmap`), and liveness tokens
 //! are loom atomics instead of OFD locks; everything above this module, the
 //! ring algorithm and the waiting protocol, is the same code.
@@ -32,15 +32,15 @@ use crate::Error;
 pub(crate) const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub(crate) struct Ring {
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     seg: Segment,
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     heap: heap::Heap,
     geom: Geometry,
 }
 
 /// The loom stand-in for a mapped segment.
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 mod heap {
     use crate::header::{EndpointEntry, Header};
 
@@ -60,9 +60,9 @@ mod heap {
 
 /// A held liveness token (see `liveness.rs`); under loom, the entry's flag
 /// in the heap, released by [`Attachment`]'s drop.
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 type Token = liveness::Token;
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 #[derive(Debug)]
 struct Token;
 
@@ -83,18 +83,19 @@ unsafe impl Send for Ring {}
 // SAFETY: as above; `&Ring` only hands out `&` to atomics.
 unsafe impl Sync for Ring {}
 
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 fn no_shm_under_loom() -> Error {
     Error::InvalidArgument {
-        detail: "shared-memory segments are not available under cfg(loom); use create_in_heap"
-            .into(),
+        detail:
+            "shared-memory segments are not available under cfg(shmqueue_loom); use create_in_heap"
+                .into(),
     }
 }
 
 impl Ring {
     /// Build the loom stand-in: header, registry and slots on the heap,
     /// initialised exactly as `create` initialises a segment.
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn create_in_heap(geom: Geometry) -> Ring {
         let heap = heap::Heap {
             header: Box::new(Header::new_zeroed()),
@@ -118,53 +119,53 @@ impl Ring {
         ring
     }
 
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn create(_: &str, _: Geometry, _: &SegmentOptions) -> Result<Ring, Error> {
         Err(no_shm_under_loom())
     }
 
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn open(_: &str, _: &Expected, _: &SegmentOptions) -> Result<Ring, Error> {
         Err(no_shm_under_loom())
     }
 
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn create_memfd(_: Geometry) -> Result<Ring, Error> {
         Err(no_shm_under_loom())
     }
 
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn open_fd(_: std::os::fd::OwnedFd, _: &Expected) -> Result<Ring, Error> {
         Err(no_shm_under_loom())
     }
 
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn dup_fd(&self) -> Result<std::os::fd::OwnedFd, Error> {
         Err(no_shm_under_loom())
     }
 
     /// A new close-on-exec descriptor for the segment, to hand on.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub(crate) fn dup_fd(&self) -> Result<std::os::fd::OwnedFd, Error> {
         self.seg.dup_fd()
     }
 
     /// Create and initialise a segment for `geom`, publishing the header last.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub(crate) fn create(name: &str, geom: Geometry, opts: &SegmentOptions) -> Result<Ring, Error> {
         let seg = Segment::create(name, geom.total_size, opts)?;
         Ok(Ring::init(seg, geom))
     }
 
     /// Create a sealed memfd for `geom` and initialise it as `create` does.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub(crate) fn create_memfd(geom: Geometry) -> Result<Ring, Error> {
         let seg = Segment::create_memfd(geom.total_size)?;
         Ok(Ring::init(seg, geom))
     }
 
     /// Write the initial state of a freshly sized segment, then publish it.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     fn init(seg: Segment, geom: Geometry) -> Ring {
         let ring = Ring { seg, geom };
         if geom.kind == crate::header::QueueKind::Mpmc {
@@ -188,7 +189,7 @@ impl Ring {
     }
 
     /// Open, wait (bounded) for initialisation, validate, and copy the geometry.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub(crate) fn open(
         name: &str,
         expect: &Expected,
@@ -201,7 +202,7 @@ impl Ring {
     /// Map a sealed memfd someone handed us and validate it as `open` does.
     /// Its creator published the header before handing the descriptor on,
     /// so there is nothing to wait for.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub(crate) fn open_fd(fd: std::os::fd::OwnedFd, expect: &Expected) -> Result<Ring, Error> {
         let seg = Segment::open_fd(fd)?;
         Ring::validate(seg, expect, std::time::Instant::now())
@@ -209,7 +210,7 @@ impl Ring {
 
     /// Wait (until `deadline`) for initialisation, validate, and copy the
     /// geometry.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     fn validate(
         seg: Segment,
         expect: &Expected,
@@ -261,18 +262,18 @@ impl Ring {
     }
 
     pub(crate) fn name(&self) -> &str {
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         return self.seg.name();
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         "(loom heap)"
     }
 
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn header(&self) -> &Header {
         &self.heap.header
     }
 
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn entry(&self, i: u32) -> &EndpointEntry {
         &self.heap.registry[i as usize]
     }
@@ -282,9 +283,9 @@ impl Ring {
     pub(crate) fn mpmc_seq(&self, i: usize) -> &crate::sync::AtomicU64 {
         assert!(i < self.geom.buffer_size, "slot index out of range");
         debug_assert_eq!(self.geom.kind, crate::header::QueueKind::Mpmc);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         return &self.heap.seqs[i];
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: as Attachment::seq.
         unsafe {
             &*(self.slots().as_ptr().add(i * self.geom.slot_stride)
@@ -295,9 +296,9 @@ impl Ring {
     /// Take the liveness token of entry `index`; `None` if a live endpoint
     /// holds it.
     fn take_token(&self, index: u32) -> Result<Option<Token>, Error> {
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         return liveness::acquire(self.seg.fd(), index);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         Ok(self.heap.tokens[index as usize]
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()
@@ -306,20 +307,20 @@ impl Ring {
 
     /// Whether some endpoint holds the token of entry `index`.
     pub(crate) fn token_held(&self, index: u32) -> Result<bool, Error> {
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         return liveness::is_held(self.seg.fd(), index);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         Ok(self.heap.tokens[index as usize].load(Ordering::Acquire))
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: every Ring's segment maps at least HEADER_SIZE bytes
         // (Segment::create sizes it from the geometry, Segment::open checks).
         unsafe { header_at(&self.seg) }
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     /// Registry entry `i`. Panics if `i` is not below the validated endpoint
     /// count, which only a bug in this crate can cause.
     pub(crate) fn entry(&self, i: u32) -> &EndpointEntry {
@@ -332,7 +333,7 @@ impl Ring {
         unsafe { &*(self.seg.base().add(offset) as *const EndpointEntry) }
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     /// Start of the slot array. In bounds: `slots_offset <= total_size`,
     /// the mapping's length (checked arithmetic, validated against the file).
     fn slots(&self) -> NonNull<u8> {
@@ -406,13 +407,13 @@ impl Ring {
         let header = NonNull::from(self.header());
         let peer_index = peer;
         let peer = NonNull::from(self.entry(peer_index));
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         let slots = self.slots();
         let Some(token) = self.take_token(index)? else {
             return Ok(None);
         };
         if !accept(entry) {
-            #[cfg(loom)]
+            #[cfg(shmqueue_loom)]
             self.heap.tokens[index as usize].store(false, Ordering::Release);
             drop(token);
             return Ok(None);
@@ -447,7 +448,7 @@ impl Ring {
             peer,
             own: NonNull::from(entry),
             peer_index,
-            #[cfg(not(loom))]
+            #[cfg(not(shmqueue_loom))]
             slots,
             buffer_size: self.geom.buffer_size,
             stride: self.geom.slot_stride,
@@ -492,7 +493,7 @@ impl Ring {
 
 /// # Safety
 /// `seg` maps at least `HEADER_SIZE` bytes.
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 unsafe fn header_at(seg: &Segment) -> &Header {
     debug_assert!(seg.len() >= crate::header::HEADER_SIZE);
     // SAFETY: the base is page-aligned (>= align_of::<Header>() = 128), the
@@ -523,7 +524,7 @@ pub(crate) struct Attachment {
     own: NonNull<EndpointEntry>,
     peer_index: u32,
     /// `ring.slots()`: `buffer_size` slots of `slot_stride` bytes.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     slots: NonNull<u8>,
     /// `ring.geom().buffer_size`.
     buffer_size: usize,
@@ -547,11 +548,11 @@ unsafe impl Send for Attachment {}
 unsafe impl Sync for Attachment {}
 
 /// Copies of at least this many bytes are checked for 4 KiB aliasing.
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 const ALIAS_CHECK_MIN: usize = 2048;
 /// Chunk size of an aliased copy: below glibc's `rep movsb` threshold, so
 /// each piece takes its vector loop.
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 const ALIAS_CHUNK: usize = 1024;
 
 /// `copy_nonoverlapping` of `len` bytes that avoids the 4 KiB-aliasing
@@ -568,7 +569,7 @@ const ALIAS_CHUNK: usize = 1024;
 ///
 /// # Safety
 /// As [`core::ptr::copy_nonoverlapping`] for `len` bytes.
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 #[inline]
 unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
     let distance = (dst as usize).wrapping_sub(src as usize) & 4095;
@@ -650,7 +651,7 @@ impl Attachment {
     /// in the mapping), for the raw pointers the zero-copy API hands out
     /// (`byte_ring.rs`); copies go through [`Attachment::write_bytes`] and
     /// [`Attachment::read_bytes`].
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     #[inline]
     pub(crate) fn data_ptr(&self) -> NonNull<u8> {
         debug_assert_eq!(self.ring.geom.kind, crate::header::QueueKind::Bytes);
@@ -666,7 +667,7 @@ impl Attachment {
     #[inline]
     pub(crate) unsafe fn write_bytes(&self, at: usize, src: &[u8]) {
         debug_assert!(at + src.len() <= self.buffer_size);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         for (k, &b) in src.iter().enumerate() {
             self.ring.heap.slots[at + k].with_mut(|p| {
                 // SAFETY: loom's cell hands out its Vec of slot_stride = 1
@@ -675,7 +676,7 @@ impl Attachment {
                 unsafe { (&mut *p)[0] = b }
             });
         }
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: the range is inside the slot array (contract; one-byte
         // slots, so byte offsets are slot indices), which lies in the mapping
         // (checked geometry); `src` is the caller's own memory, so the two
@@ -694,7 +695,7 @@ impl Attachment {
     #[inline]
     pub(crate) unsafe fn read_bytes(&self, at: usize, dst: *mut u8, len: usize) {
         debug_assert!(at + len <= self.buffer_size);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         for k in 0..len {
             self.ring.heap.slots[at + k].with(|p| {
                 // SAFETY: as in write_bytes; `dst + k` is in the caller's
@@ -702,7 +703,7 @@ impl Attachment {
                 unsafe { dst.add(k).write((&*p)[0]) }
             });
         }
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: as write_bytes, in the other direction; any bytes are
         // valid u8s.
         unsafe {
@@ -723,9 +724,9 @@ impl Attachment {
     pub(crate) fn seq(&self, i: usize) -> &crate::sync::AtomicU64 {
         assert!(i < self.buffer_size, "slot index out of range");
         debug_assert_eq!(self.ring.geom.kind, crate::header::QueueKind::Mpmc);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         return &self.ring.heap.seqs[i];
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: only mpmc.rs calls this, on rings whose validated kind is
         // MPMC, whose geometry starts every slot with an 8-byte sequence word
         // (slot stride >= 16, a multiple of 8). Slot i starts i * stride
@@ -746,12 +747,12 @@ impl Attachment {
     #[inline]
     pub(crate) unsafe fn write_value<T: Pod>(&self, i: usize, value: T) {
         debug_assert!(i < self.buffer_size);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         return self.ring.heap.slots[i].with_mut(|p| {
             // SAFETY: loom's cell hands out its Vec; stride >= size_of::<T>().
             unsafe { (*p).as_mut_ptr().cast::<T>().write_unaligned(value) }
         });
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: in bounds by the contract and the checked geometry
         // (value_offset + size <= stride); aligned because the array start,
         // the stride and value_offset are multiples of the alignment; a raw
@@ -772,12 +773,12 @@ impl Attachment {
     #[inline]
     pub(crate) unsafe fn read_value<T: Pod>(&self, i: usize) -> T {
         debug_assert!(i < self.buffer_size);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         return self.ring.heap.slots[i].with(|p| {
             // SAFETY: as in write_value; any bytes are a valid `T: Pod`.
             unsafe { (*p).as_ptr().cast::<T>().read_unaligned() }
         });
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: as in write_value; any bytes are a valid `T: Pod`.
         unsafe {
             self.slots
@@ -793,7 +794,7 @@ impl Attachment {
     /// # Safety
     /// `i < buffer_size`, and `size_of::<T>()`/`align_of::<T>()` equal the
     /// geometry's element size/alignment.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     #[inline]
     unsafe fn slot<T: Pod>(&self, i: usize) -> *mut T {
         debug_assert!(i < self.buffer_size);
@@ -815,7 +816,7 @@ impl Attachment {
     /// geometry's element size/alignment. Using the pointer is subject to
     /// [`Attachment::write_slot`]'s (or [`Attachment::read_slot`]'s)
     /// ownership contract for as long as it is used.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     #[inline]
     pub(crate) unsafe fn slot_ptr<T: Pod>(&self, i: usize) -> *mut T {
         // SAFETY: the caller's contract is `slot`'s.
@@ -831,13 +832,13 @@ impl Attachment {
     /// or writes it concurrently).
     #[inline]
     pub(crate) unsafe fn write_slot<T: Pod>(&self, i: usize, value: T) {
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         return self.ring.heap.slots[i].with_mut(|p| {
             // SAFETY: loom's cell hands out its Vec; stride = size_of::<T>()
             // bytes, written unaligned (a Vec<u8> is only byte-aligned).
             unsafe { (*p).as_mut_ptr().cast::<T>().write_unaligned(value) }
         });
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: in bounds by the contract; aligned because slots_offset
         // and slot_stride are multiples of the alignment and the base is
         // page-aligned; a raw write, never a `&mut T` over shared memory.
@@ -853,12 +854,12 @@ impl Attachment {
     /// caller.
     #[inline]
     pub(crate) unsafe fn read_slot<T: Pod>(&self, i: usize) -> T {
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         return self.ring.heap.slots[i].with(|p| {
             // SAFETY: as in write_slot; any bytes are a valid `T: Pod`.
             unsafe { (*p).as_ptr().cast::<T>().read_unaligned() }
         });
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: in bounds and aligned as above; `T: Pod` is valid for any
         // bytes, so even a hostile peer's bytes make a valid `T`.
         unsafe {
@@ -874,12 +875,12 @@ impl Attachment {
     #[inline]
     pub(crate) unsafe fn write_slots<T: Pod>(&self, i: usize, items: &[T]) {
         debug_assert!(i + items.len() <= self.buffer_size);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         for (k, v) in items.iter().enumerate() {
             // SAFETY: the caller's contract, slot by slot.
             unsafe { self.write_slot(i + k, *v) };
         }
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: the range is inside the slot array (contract), aligned as
         // in write_slot; the source is the caller's own slice, so the two
         // cannot overlap; a raw copy, never a `&mut [T]` over shared memory.
@@ -910,12 +911,12 @@ impl Attachment {
         mut f: impl FnMut(usize) -> T,
     ) {
         debug_assert!(i + n <= self.buffer_size);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         for k in 0..n {
             // SAFETY: the caller's contract, slot by slot.
             unsafe { self.write_slot(i + k, f(k)) };
         }
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         {
             if n == 0 {
                 return;
@@ -940,12 +941,12 @@ impl Attachment {
     #[inline]
     pub(crate) unsafe fn read_slots<T: Pod>(&self, i: usize, out: &mut [T]) {
         debug_assert!(i + out.len() <= self.buffer_size);
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         for (k, v) in out.iter_mut().enumerate() {
             // SAFETY: the caller's contract, slot by slot.
             *v = unsafe { self.read_slot(i + k) };
         }
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         // SAFETY: as write_slots, in the other direction; any bytes are a
         // valid `T: Pod`.
         unsafe {
@@ -959,7 +960,7 @@ impl Attachment {
 
     /// loom models: behave as if the holder's process was killed: no detach
     /// on drop, only the token release the kernel would do.
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     pub(crate) fn kill(&mut self) {
         self.detached = true;
     }
@@ -991,12 +992,12 @@ impl Drop for Attachment {
         self.detach();
         // The real token is an OFD lock released when `_token` closes; the
         // loom stand-in is a flag released here, after the detach.
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         self.ring.heap.tokens[self.index as usize].store(false, Ordering::Release);
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(shmqueue_loom)))]
 mod tests {
     use super::copy_bytes;
 

@@ -185,8 +185,8 @@ impl<T: Pod> Builder<T> {
     }
 
     /// Build the ring on the heap for loom model checking (only under
-    /// `--cfg loom`, where shared-memory segments do not exist).
-    #[cfg(loom)]
+    /// `--cfg shmqueue_loom`, where shared-memory segments do not exist).
+    #[cfg(shmqueue_loom)]
     #[doc(hidden)]
     pub fn create_in_heap(self) -> Spsc<T> {
         let geom = self.geometry().expect("loom model geometry");
@@ -375,14 +375,14 @@ fn try_push_impl<T: Pod>(
     unsafe { att.write_slot(local.in_, *value) };
     // Release: the slot's bytes happen-before a consumer that Acquires `in`.
     // (Mutations for the loom suite: see loom-tests/README.md.)
-    #[cfg(shmq_mutation = "wake_before_publish")]
+    #[cfg(shmqueue_mutation = "wake_before_publish")]
     h.events.not_empty.notify();
-    #[cfg(not(shmq_mutation = "relaxed_publish"))]
+    #[cfg(not(shmqueue_mutation = "relaxed_publish"))]
     h.head.value.store(next as u64, Ordering::Release);
-    #[cfg(shmq_mutation = "relaxed_publish")]
+    #[cfg(shmqueue_mutation = "relaxed_publish")]
     h.head.value.store(next as u64, Ordering::Relaxed);
     local.in_ = next;
-    #[cfg(not(shmq_mutation = "wake_before_publish"))]
+    #[cfg(not(shmqueue_mutation = "wake_before_publish"))]
     h.events.not_empty.notify();
     Ok(())
 }
@@ -465,9 +465,9 @@ fn publish_in(att: &Attachment, local: &mut ProducerLocal, n: usize) {
     let next = advance(local.in_, n, att.buffer_size());
     let h = att.header();
     // (The loom suite's relaxed_publish mutation covers this store too.)
-    #[cfg(not(shmq_mutation = "relaxed_publish"))]
+    #[cfg(not(shmqueue_mutation = "relaxed_publish"))]
     h.head.value.store(next as u64, Ordering::Release);
-    #[cfg(shmq_mutation = "relaxed_publish")]
+    #[cfg(shmqueue_mutation = "relaxed_publish")]
     h.head.value.store(next as u64, Ordering::Relaxed);
     local.in_ = next;
     h.events.not_empty.notify();
@@ -1398,7 +1398,7 @@ impl<'a, T: Pod> WriteWindow<'a, T> {
     /// # shmqueue::unlink(&name)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub fn as_mut_ptr_parts(&mut self) -> [(*mut T, usize); 2] {
         let start = self.producer.local.in_;
         let att = &self.producer.att;
@@ -1537,7 +1537,7 @@ impl<'a, T: Pod> ReadWindow<'a, T> {
     /// until the window is released or dropped. Read through them with
     /// `ptr::read`, `copy_nonoverlapping` or a system call; do not turn them
     /// into references: the memory is shared with another process.
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     pub fn as_ptr_parts(&self) -> [(*const T, usize); 2] {
         let start = self.consumer.local.out;
         let att = &self.consumer.att;

@@ -66,7 +66,7 @@ use std::time::Duration;
 use rustix::time::{ClockId, Timespec};
 
 use crate::header::Event;
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 use crate::sync::fence;
 use crate::sync::{AtomicU32, Ordering};
 
@@ -115,9 +115,9 @@ impl Deadline {
     pub(crate) fn passed(self) -> bool {
         // Under loom every execution must be reproducible: no clocks decide
         // anything, and models use untimed waits.
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         return false;
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         return Deadline::now().key() >= self.key();
     }
 
@@ -152,7 +152,7 @@ impl Throttle {
     #[inline]
     pub(crate) fn ready(&mut self, interval: Duration) -> bool {
         // Under loom: always (deterministic; the check itself is modelled).
-        if cfg!(loom) {
+        if cfg!(shmqueue_loom) {
             return true;
         }
         let t = rustix::time::clock_gettime(ClockId::MonotonicCoarse);
@@ -183,7 +183,7 @@ impl Throttle {
 /// the 12th retry) overshot it by up to ~2 µs and slept after ~7 µs, which
 /// made a blocking 64 KiB round trip 8x slower than a spinning one
 /// (82 µs against 10 µs, two pinned threads).
-#[cfg_attr(loom, allow(dead_code))] // under loom a retry is a yield
+#[cfg_attr(shmqueue_loom, allow(dead_code))] // under loom a retry is a yield
 const FLAT_RETRIES: u32 = 256;
 
 /// Bounded busy-waiting: `budget` retries, the first [`FLAT_RETRIES`] after a
@@ -205,13 +205,13 @@ impl Spinner {
             return false;
         }
         self.done += 1;
-        #[cfg(not(loom))]
+        #[cfg(not(shmqueue_loom))]
         if self.done <= FLAT_RETRIES {
             std::hint::spin_loop();
         } else {
             std::thread::yield_now();
         }
-        #[cfg(loom)]
+        #[cfg(shmqueue_loom)]
         crate::sync::yield_now();
         true
     }
@@ -292,9 +292,9 @@ impl Event {
         let epoch = self.epoch.load(Ordering::Acquire);
         self.armed.store(1, Ordering::Relaxed);
         // F1: orders the registration before the re-check (see module docs).
-        #[cfg(not(shmq_mutation = "no_waiter_fence"))]
+        #[cfg(not(shmqueue_mutation = "no_waiter_fence"))]
         let short = !heavy_fence();
-        #[cfg(shmq_mutation = "no_waiter_fence")]
+        #[cfg(shmqueue_mutation = "no_waiter_fence")]
         let short = false;
         Ticket { epoch, short }
     }
@@ -337,7 +337,7 @@ impl Event {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 mod fences {
     use std::sync::atomic::{AtomicU8, Ordering};
     use std::sync::Once;
@@ -389,23 +389,23 @@ mod fences {
 
 /// Prepare this process's fences; called before any endpoint exists.
 pub(crate) fn init_fences() {
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     fences::init();
 }
 
 #[inline]
 fn light_fence() {
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     fences::light();
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     fence(Ordering::SeqCst);
 }
 
-#[cfg_attr(shmq_mutation = "no_waiter_fence", allow(dead_code))]
+#[cfg_attr(shmqueue_mutation = "no_waiter_fence", allow(dead_code))]
 fn heavy_fence() -> bool {
-    #[cfg(not(loom))]
+    #[cfg(not(shmqueue_loom))]
     return fences::heavy();
-    #[cfg(loom)]
+    #[cfg(shmqueue_loom)]
     {
         fence(Ordering::SeqCst);
         true
@@ -415,7 +415,7 @@ fn heavy_fence() -> bool {
 /// `FUTEX_WAIT_BITSET` (shared, absolute `CLOCK_MONOTONIC` deadline): sleep
 /// while `*word == expected`. Returns on wake, value change, deadline, signal
 /// (EINTR) or spuriously; callers re-check.
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, until: Deadline) {
     use rustix::thread::futex;
     let all = core::num::NonZeroU32::MAX;
@@ -432,7 +432,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, until: Deadline) {
 }
 
 /// `FUTEX_WAKE` every waiter on `word`, in any process.
-#[cfg(not(loom))]
+#[cfg(not(shmqueue_loom))]
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     let _ =
         rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
@@ -442,13 +442,13 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
 // FUTEX_WAIT's compare-and-sleep is atomic with respect to FUTEX_WAKE because
 // both take the mutex, exactly the guarantee the kernel gives. Deadlines are
 // ignored, so a lost wake-up shows up as a deadlock that loom reports.
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 loom::lazy_static! {
     static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
         (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
 }
 
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _until: Deadline) {
     let guard = FUTEX.0.lock().unwrap();
     if word.load(Ordering::SeqCst) == expected {
@@ -456,7 +456,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _until: Deadline) {
     }
 }
 
-#[cfg(loom)]
+#[cfg(shmqueue_loom)]
 pub(crate) fn futex_wake_all(_word: &AtomicU32) {
     let _guard = FUTEX.0.lock().unwrap();
     FUTEX.1.notify_all();

@@ -1,1 +1,1 @@
-//! Model checks of shmqueue under loom live in tests/ (run with --cfg loom).
+//! Model checks of shmqueue under loom live in tests/ (run with --cfg shmqueue_loom).

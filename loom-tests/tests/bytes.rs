@@ -2,8 +2,8 @@
 //! heap-allocated header and one loom cell per data byte, so loom checks
 //! every byte the producer writes against every byte the consumer reads.
 //!
-//! Run with: `RUSTFLAGS="--cfg loom" cargo test --release -p loom-tests --test bytes`.
-#![cfg(loom)]
+//! Run with: `RUSTFLAGS="--cfg shmqueue_loom" cargo test --release -p loom-tests --test bytes`.
+#![cfg(shmqueue_loom)]
 
 use loom::thread;
 use shmqueue::{ByteRing, RecvError, SendError};

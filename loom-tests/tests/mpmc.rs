@@ -1,7 +1,7 @@
 //! loom models of the real MPMC queue: exactly-once delivery with several
 //! producers and consumers, position wrap, and recovery of a hole left by a
 //! producer that dies after winning a position.
-#![cfg(loom)]
+#![cfg(shmqueue_loom)]
 
 use loom::thread;
 use shmqueue::{Mpmc, TryPopError, TryPushError};

@@ -1,12 +1,12 @@
 //! loom models of the real SPSC ring and waiting protocol.
 //!
-//! Run with: `RUSTFLAGS="--cfg loom" cargo test --release -p loom-tests`
+//! Run with: `RUSTFLAGS="--cfg shmqueue_loom" cargo test --release -p loom-tests`
 //! (see README). The ring lives in a heap-allocated header under loom; the
 //! algorithm, the event-count protocol and the fences are the library's own
 //! code, compiled against loom's atomics, `UnsafeCell`s and a Mutex+Condvar
 //! model of the futex (compare-and-sleep atomic with respect to wake, no
 //! timeouts: a lost wake-up is a deadlock that loom reports).
-#![cfg(loom)]
+#![cfg(shmqueue_loom)]
 
 use loom::thread;
 use shmqueue::{PopError, PushError, Spsc, TryPopError, TryPushError};
