@@ -638,6 +638,13 @@ pub fn main(interleaved: fn(bool), criterion_groups: fn()) {
     // As criterion decides: without `--bench` (e.g. `cargo test --benches`)
     // this is a test run, where one tiny round checks that everything works.
     let smoke = !args.iter().any(|a| a == "--bench");
+    // Timing the fault-injection hooks would time code no user runs.
+    assert!(
+        !shmqueue::TEST_HOOKS || smoke,
+        "shmqueue was built with its test-hooks feature: run the benches from \
+         their own package (cargo bench -p shmqueue-benches), not with the \
+         library's tests"
+    );
     let listing = args.iter().any(|a| a == "--list");
     if !listing && mode != "0" && mode != "off" {
         interleaved(smoke);

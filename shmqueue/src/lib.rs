@@ -84,7 +84,7 @@ pub use wait::DEFAULT_SPIN;
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
+#[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
 /// The deliberate loom mutation compiled into this build, if any (see
@@ -117,6 +117,11 @@ pub fn compiled_mutation() -> Option<&'static str> {
     NAMES.iter().find(|(on, _)| *on).map(|(_, n)| *n)
 }
 
+/// Whether the fault-injection hooks (feature `test-hooks`) are compiled in.
+/// The benchmarks refuse to run with them: they must time what users run.
+#[doc(hidden)]
+pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
+
 #[cfg(all(test, not(shmqueue_loom)))]
 mod build_hygiene {
     /// `SHMQ_MUTATION=relaxed_publish cargo test --lib build_hygiene` (as CI
@@ -125,5 +130,4 @@ mod build_hygiene {
     fn no_mutation_outside_model_checking() {
         assert_eq!(super::compiled_mutation(), None);
     }
-
 }

@@ -4,6 +4,7 @@
 //! segments concurrently. So every assertion is about this test's own names,
 //! and `rm --stale` is always given a prefix only this test's names carry.
 
+#[path = "../../shmqueue/tests/common/mod.rs"]
 mod common;
 
 use std::io::Read;

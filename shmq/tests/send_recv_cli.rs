@@ -4,6 +4,7 @@
 //! unlinked by `Shm` guards, and the tests check that the commands remove
 //! the rings they created themselves.
 
+#[path = "../../shmqueue/tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};

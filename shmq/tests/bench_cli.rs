@@ -1,8 +1,6 @@
 //! `shmq bench` end to end: the real binary runs a smoke-sized matrix (every
 //! metric, both placements, 1x1 and 2x2, 8-byte payloads), and the JSON,
 //! the SVG and /dev/shm are checked afterwards.
-#![cfg(feature = "cli")]
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Instant;
