@@ -407,6 +407,7 @@ impl Tx {
                 Err(TryPushError::Full(_)) => Ok(0),
                 Err(TryPushError::Disconnected(_)) => Err(BatchError::Disconnected),
                 Err(TryPushError::Corrupt(_, c)) => Err(BatchError::Corrupt(c)),
+                Err(e) => unreachable!("MPMC try_push gave an error torture does not know: {e:?}"),
             },
         }
     }
@@ -436,6 +437,7 @@ impl Rx {
                 Err(shmqueue::TryPopError::Empty) => Ok(0),
                 Err(shmqueue::TryPopError::Disconnected) => Err(BatchError::Disconnected),
                 Err(shmqueue::TryPopError::Corrupt(c)) => Err(BatchError::Corrupt(c)),
+                Err(e) => unreachable!("MPMC try_pop gave an error torture does not know: {e:?}"),
             },
         }
     }

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::io;
 
-/// Which end of a queue an endpoint is.
+/// Which end of a queue an endpoint is. Every kind has exactly these two
+/// sides (a broadcast publisher writes, its subscribers read), so this enum
+/// is exhaustive on purpose: a `match` on it need not guess.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The writing end.
@@ -247,6 +249,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert!(e.is_full());
 /// assert_eq!(e.into_inner(), 7);
 /// ```
+#[non_exhaustive]
 pub enum TryPushError<T> {
     /// The ring holds `capacity` items; retry after the consumer pops.
     Full(T),
@@ -257,6 +260,7 @@ pub enum TryPushError<T> {
 }
 
 /// Why a blocking push failed. The value comes back in every case.
+#[non_exhaustive]
 pub enum PushError<T> {
     /// The deadline passed while the ring stayed full (only from `push_timeout`).
     Timeout(T),
@@ -268,6 +272,7 @@ pub enum PushError<T> {
 
 /// Why a non-blocking pop returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TryPopError {
     /// Nothing to pop right now.
     Empty,
@@ -279,6 +284,7 @@ pub enum TryPopError {
 
 /// Why a blocking pop returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PopError {
     /// The deadline passed while the ring stayed empty (only from `pop_timeout`).
     Timeout,
@@ -404,6 +410,7 @@ impl fmt::Display for PopError {
 /// Why a batch call (`push_slice`, `pop_slice`) moved nothing. "Full" and
 /// "empty" are not errors there: the call returns `Ok(0)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BatchError {
     /// The peer has gone (for `pop_slice`: and the ring is drained).
     Disconnected,
@@ -440,6 +447,7 @@ impl std::error::Error for PopError {}
 /// assert!(e.is_timeout());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PushAllError {
     /// The deadline passed while the ring stayed full (only from `push_all_timeout`).
     Timeout {
@@ -503,6 +511,7 @@ impl std::error::Error for PushAllError {}
 /// Why a blocking window call (`write_window`, `read_window` and their
 /// `_timeout` forms) returned no window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WindowError {
     /// The deadline passed with no free slot (producer) or no item
     /// (consumer) (only from the `_timeout` forms).

@@ -38,6 +38,7 @@ pub(crate) const MAX_ALIGN: usize = 4096;
 /// What algorithm a segment's slots are laid out for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
+#[non_exhaustive]
 pub enum QueueKind {
     /// Single producer, single consumer ring ([`crate::Spsc`]).
     Spsc = 1,

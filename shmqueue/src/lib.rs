@@ -5,6 +5,9 @@
 //!
 //! * [`Spsc`]: the textbook bounded circular buffer (`in`/`out` indices,
 //!   `capacity + 1` slots), cache-padded, with cached peer indices.
+//! * [`Mpmc`]: a lossless work queue for any number of producer and consumer
+//!   processes; every item goes to exactly one consumer, and a producer or
+//!   consumer killed mid-operation cannot wedge the others.
 //! * [`ByteRing`]: an SPSC ring of variable-size byte messages (any length,
 //!   larger than the ring too), with in-place reservation and reading and
 //!   `std::io` streaming.
