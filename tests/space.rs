@@ -30,9 +30,18 @@ fn cannot_unshare() -> Option<String> {
             nix::unistd::geteuid()
         ));
     }
-    match Command::new("unshare").arg("--help").output() {
+    // Root without CAP_SYS_ADMIN (a default container) cannot unshare.
+    match Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stdin(Stdio::null())
+        .output()
+    {
         Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!("`unshare --help` failed: {}", o.status)),
+        Ok(o) => Some(format!(
+            "`unshare -m` failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
         Err(e) => Some(format!("no `unshare` command (util-linux): {e}")),
     }
 }
