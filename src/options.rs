@@ -2,8 +2,9 @@
 //!
 //! Each kind's `Builder` has fields `schema: u64`, `spin: u32` and
 //! `seg: SegmentOptions`; `shared_builder_options!()` inside its `impl`
-//! generates the setters for them, so the SPSC and MPMC builders document and
-//! behave identically. `memfd_builder_entry_points!` adds the memfd entry
+//! generates the setters for them (the memory options `prefault`,
+//! `lock_memory` and `huge_pages` included, which live in `SegmentOptions`),
+//! so every kind's builder documents and behaves identically. `memfd_builder_entry_points!` adds the memfd entry
 //! points (`create_memfd`, `open_fd`) to a builder and
 //! `memfd_queue_methods!` the queue's `dup_fd`, for any queue type backed
 //! by a `Ring` (a future byte ring included).
