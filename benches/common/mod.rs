@@ -640,7 +640,7 @@ pub fn main(interleaved: fn(bool), criterion_groups: fn()) {
     let smoke = !args.iter().any(|a| a == "--bench");
     // Timing the fault-injection hooks would time code no user runs.
     assert!(
-        !shmqueue::TEST_HOOKS,
+        !shmqueue::test_hooks_compiled(),
         "shmqueue was built with its test-hooks feature: run the benches from \
          their own package (cargo bench -p shmqueue-benches), not with the \
          library's tests"

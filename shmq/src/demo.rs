@@ -24,6 +24,10 @@ pub struct DemoArgs {
     /// Do not pin the two processes to distinct CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Map the rings with every page present in every process
+    /// (`Builder::prefault`), so no push or pop takes a first-touch fault.
+    #[arg(long)]
+    prefault: bool,
 }
 
 #[derive(Args, Clone)]
@@ -36,6 +40,8 @@ pub struct RoleArgs {
     round_trips: u64,
     #[arg(long)]
     cpu: Option<usize>,
+    #[arg(long)]
+    prefault: bool,
 }
 
 use crate::Res;
@@ -59,13 +65,22 @@ pub fn demo(a: DemoArgs) -> Res {
     let name = format!("/shmq-demo-{}", std::process::id());
     // Each name is registered for removal only once we created it: a name
     // that turned out to be someone else's is never unlinked.
-    let _stream = Spsc::<u64>::create(&name, a.capacity)?;
+    let create = |n: &str| {
+        Spsc::<u64>::builder()
+            .capacity(a.capacity)
+            .prefault(a.prefault)
+            .create(n)
+    };
+    let _stream = create(&name)?;
     let mut cleanup = Cleanup(vec![name.clone()]);
-    let _echo = Spsc::<u64>::create(&echo_name(&name), a.capacity)?;
+    let _echo = create(&echo_name(&name))?;
     cleanup.0.push(echo_name(&name));
     println!(
-        "shmq demo: ring {name} (capacity {}), {} values producer -> consumer, then {} round trips",
-        a.capacity, a.count, a.round_trips
+        "shmq demo: ring {name} (capacity {}{}), {} values producer -> consumer, then {} round trips",
+        a.capacity,
+        if a.prefault { ", prefaulted" } else { "" },
+        a.count,
+        a.round_trips
     );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = !a.no_pin && cpus >= 2;
@@ -78,6 +93,9 @@ pub fn demo(a: DemoArgs) -> Res {
             .args(["--round-trips", &a.round_trips.to_string()]);
         if pin {
             c.args(["--cpu", &cpu.to_string()]);
+        }
+        if a.prefault {
+            c.arg("--prefault");
         }
         c.spawn()
     };
@@ -122,10 +140,14 @@ pub fn pin(cpu: Option<usize>) {
     }
 }
 
+fn open(a: &RoleArgs, name: &str) -> Result<Spsc<u64>, shmqueue::Error> {
+    Spsc::<u64>::builder().prefault(a.prefault).open(name)
+}
+
 pub fn producer(a: RoleArgs) -> Res {
     pin(a.cpu);
-    let mut tx = Spsc::<u64>::open(&a.name)?.producer()?;
-    let mut rx = Spsc::<u64>::open(&echo_name(&a.name))?.consumer()?;
+    let mut tx = open(&a, &a.name)?.producer()?;
+    let mut rx = open(&a, &echo_name(&a.name))?.consumer()?;
     for i in 0..a.count {
         tx.push(i).map_err(|e| format!("push {i}: {e}"))?;
     }
@@ -157,8 +179,8 @@ pub fn producer(a: RoleArgs) -> Res {
 
 pub fn consumer(a: RoleArgs) -> Res {
     pin(a.cpu);
-    let mut rx = Spsc::<u64>::open(&a.name)?.consumer()?;
-    let mut tx = Spsc::<u64>::open(&echo_name(&a.name))?.producer()?;
+    let mut rx = open(&a, &a.name)?.consumer()?;
+    let mut tx = open(&a, &echo_name(&a.name))?.producer()?;
     let mut start = None;
     let mut last_report = Instant::now();
     for expected in 0..a.count {

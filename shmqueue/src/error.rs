@@ -143,6 +143,43 @@ pub enum Error {
         /// What went wrong and how to fix it.
         detail: String,
     },
+    /// There is not enough room for the segment: the filesystem behind
+    /// `/dev/shm` (often a container's 64 MiB default), or the memory a memfd
+    /// is charged to, cannot hold `needed` bytes. Creation reserves every
+    /// page up front (`fallocate`), so this is reported here instead of
+    /// killing a process with `SIGBUS` when it first touches a missing page.
+    /// The half-made segment was removed.
+    NoSpace {
+        /// The segment's name (`memfd:shmqueue` for a memfd).
+        name: String,
+        /// Bytes the segment needs.
+        needed: u64,
+        /// Bytes available to it when creation failed (`fstatvfs` of
+        /// `/dev/shm`; for a memfd, the cgroup's remaining memory limit or
+        /// `MemAvailable`), or `None` if that could not be determined.
+        available: Option<u64>,
+    },
+    /// `lock_memory(true)` was asked for and `mlock` refused to lock the
+    /// segment in RAM, normally because `RLIMIT_MEMLOCK` is lower than the
+    /// segment (plus what the process has locked already) and the process
+    /// lacks `CAP_IPC_LOCK`. The segment was not created (or not opened).
+    MemoryLock {
+        /// Bytes that were to be locked.
+        needed: u64,
+        /// The soft `RLIMIT_MEMLOCK` in bytes, `None` if unlimited or unknown.
+        limit: Option<u64>,
+        /// Bytes this process had locked already (`VmLck`), if known.
+        locked: Option<u64>,
+        /// The OS error `mlock` returned.
+        source: io::Error,
+    },
+    /// `huge_pages(true)` was asked for and the system cannot back this
+    /// segment with huge pages. Nothing was created: there is no silent
+    /// fallback to normal pages.
+    HugePagesUnavailable {
+        /// What is missing and how to provide it.
+        detail: String,
+    },
     /// A system call failed.
     Io {
         /// The operation that failed.
@@ -217,6 +254,54 @@ impl fmt::Display for Error {
                  queue made by create_memfd, which adds F_SEAL_SHRINK, F_SEAL_GROW and F_SEAL_SEAL"
             ),
             Error::FdPassing { detail } => write!(f, "descriptor passing failed: {detail}"),
+            Error::NoSpace {
+                name,
+                needed,
+                available,
+            } if name.starts_with("memfd:") => write!(
+                f,
+                "not enough memory for the memfd queue: {needed} bytes needed, {} available; \
+                 make the queue smaller, free memory, or raise the memory limit of the \
+                 container or cgroup (docker run --memory)",
+                bytes_or_unknown(*available)
+            ),
+            Error::NoSpace {
+                name,
+                needed,
+                available,
+            } => write!(
+                f,
+                "no room in /dev/shm for {name:?}: {needed} bytes needed, {} available; \
+                 free /dev/shm (shmq rm --stale removes segments no process uses), make the \
+                 queue smaller, or give the container a larger /dev/shm \
+                 (docker run --shm-size=1g, or a Kubernetes emptyDir with medium: Memory)",
+                bytes_or_unknown(*available)
+            ),
+            Error::MemoryLock {
+                needed,
+                limit,
+                locked,
+                source,
+            } => {
+                write!(f, "lock_memory: mlock of {needed} bytes failed ({source}); ")?;
+                match limit {
+                    Some(l) => write!(f, "RLIMIT_MEMLOCK is {l} bytes")?,
+                    None => f.write_str("RLIMIT_MEMLOCK is unlimited")?,
+                }
+                if let Some(l) = locked {
+                    write!(f, ", {l} bytes already locked by this process")?;
+                }
+                f.write_str(
+                    "; raise the limit (ulimit -l, LimitMEMLOCK= in a systemd unit, \
+                     docker run --ulimit memlock=-1) or grant CAP_IPC_LOCK, \
+                     or create the queue without lock_memory",
+                )
+            }
+            Error::HugePagesUnavailable { detail } => write!(
+                f,
+                "huge pages were asked for but are not available: {detail}; \
+                 or create the queue without huge_pages"
+            ),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
         }
     }
@@ -226,10 +311,15 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::MemoryLock { source, .. } => Some(source),
             Error::Corrupt(c) => Some(c),
             _ => None,
         }
     }
+}
+
+fn bytes_or_unknown(b: Option<u64>) -> String {
+    b.map_or_else(|| "unknown".into(), |b| b.to_string())
 }
 
 impl From<Corruption> for Error {

@@ -123,7 +123,9 @@ pub fn compiled_mutation() -> Option<&'static str> {
 /// Whether the fault-injection hooks (feature `test-hooks`) are compiled in.
 /// The benchmarks refuse to run with them: they must time what users run.
 #[doc(hidden)]
-pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
+pub fn test_hooks_compiled() -> bool {
+    cfg!(feature = "test-hooks")
+}
 
 #[cfg(all(test, not(shmqueue_loom)))]
 mod build_hygiene {

@@ -2,8 +2,9 @@
 //!
 //! Each kind's `Builder` has fields `schema: u64`, `spin: u32` and
 //! `seg: SegmentOptions`; `shared_builder_options!()` inside its `impl`
-//! generates the setters for them, so the SPSC and MPMC builders document and
-//! behave identically. `memfd_builder_entry_points!` adds the memfd entry
+//! generates the setters for them (the memory options `prefault`,
+//! `lock_memory` and `huge_pages` included, which live in `SegmentOptions`),
+//! so every kind's builder documents and behaves identically. `memfd_builder_entry_points!` adds the memfd entry
 //! points (`create_memfd`, `open_fd`) to a builder and
 //! `memfd_queue_methods!` the queue's `dup_fd`, for any queue type backed
 //! by a `Ring` (a future byte ring included).
@@ -82,6 +83,85 @@ macro_rules! shared_builder_options {
             self
         }
 
+        /// Map the segment with every page present (`MAP_POPULATE`), on
+        /// create and on open (default off), so that the first push or pop
+        /// to reach a page does not take a page fault (a few µs each, in
+        /// the tail of the latency distribution). Costs the time to map the
+        /// whole segment up front; every process that wants it must ask.
+        ///
+        /// ```
+        /// # use shmqueue::Spsc;
+        /// # let name = format!("/doc-prefault-{}", std::process::id());
+        /// let q = Spsc::<u64>::builder().capacity(4096).prefault(true).create(&name)?;
+        /// let peer = Spsc::<u64>::builder().prefault(true).open(&name)?;
+        /// # shmqueue::unlink(&name)?;
+        /// # Ok::<(), shmqueue::Error>(())
+        /// ```
+        pub fn prefault(mut self, yes: bool) -> Self {
+            self.seg.prefault = yes;
+            self
+        }
+
+        /// Lock the segment's pages in RAM with `mlock` (default off), on
+        /// create and on open, so they are never swapped out nor faulted in
+        /// later (locking also prefaults them). The lock ends with the
+        /// queue's mapping.
+        ///
+        /// Fails with [`Error::MemoryLock`](crate::Error::MemoryLock), which
+        /// says the limit, when `RLIMIT_MEMLOCK` (`ulimit -l`, often 8 MiB)
+        /// is too low for the segment and the process lacks
+        /// `CAP_IPC_LOCK`; a created segment is removed again.
+        ///
+        /// ```
+        /// # use shmqueue::{Error, Spsc};
+        /// match Spsc::<u64>::builder().lock_memory(true).create_memfd() {
+        ///     Ok(q) => drop(q),                        // locked until dropped
+        ///     Err(e @ Error::MemoryLock { .. }) => eprintln!("{e}"), // says the limit
+        ///     Err(e) => return Err(e),
+        /// }
+        /// # Ok::<(), shmqueue::Error>(())
+        /// ```
+        pub fn lock_memory(mut self, yes: bool) -> Self {
+            self.seg.lock_memory = yes;
+            self
+        }
+
+        /// Create the segment on huge pages (default off), which cuts TLB
+        /// misses for large rings. Fails with
+        /// [`Error::HugePagesUnavailable`](crate::Error::HugePagesUnavailable),
+        /// saying what to configure, when the system cannot provide them;
+        /// there is no silent fallback to normal pages.
+        ///
+        /// * memfd (`create_memfd`): a hugetlbfs memfd (`MFD_HUGETLB`, the
+        ///   default huge page size), its size rounded up to whole huge
+        ///   pages. Needs huge pages reserved in
+        ///   `/proc/sys/vm/nr_hugepages`.
+        /// * named segment: transparent huge pages of the tmpfs on
+        ///   `/dev/shm`, which its `huge=` mount option decides
+        ///   (`always`/`within_size`, or `advise`, for which the mapping is
+        ///   advised with `MADV_HUGEPAGE`), unless
+        ///   `/sys/kernel/mm/transparent_hugepage/shmem_enabled` says
+        ///   `force` or `deny` for all. Most systems mount `/dev/shm`
+        ///   without `huge=`: then this is refused.
+        ///
+        /// Only creation looks at this option; an opener maps whatever pages
+        /// the creator's segment has.
+        ///
+        /// ```
+        /// # use shmqueue::{Error, Spsc};
+        /// match Spsc::<u64>::builder().capacity(1 << 18).huge_pages(true).create_memfd() {
+        ///     Ok(q) => drop(q),
+        ///     // e.g. "... none are configured (/proc/sys/vm/nr_hugepages is 0) ..."
+        ///     Err(e @ Error::HugePagesUnavailable { .. }) => eprintln!("{e}"),
+        ///     Err(e) => return Err(e),
+        /// }
+        /// # Ok::<(), shmqueue::Error>(())
+        /// ```
+        pub fn huge_pages(mut self, yes: bool) -> Self {
+            self.seg.huge_pages = yes;
+            self
+        }
+
         /// `open`: how long to wait for a creator that is still initialising the
         /// segment (default 2 s) before failing with
         /// [`Error::NotReady`](crate::Error::NotReady).
@@ -125,7 +205,7 @@ macro_rules! memfd_builder_entry_points {
         /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
         pub fn create_memfd(self) -> Result<$queue<T>, crate::Error> {
-            let ring = crate::ring::Ring::create_memfd(self.geometry()?)?;
+            let ring = crate::ring::Ring::create_memfd(self.geometry()?, &self.seg)?;
             Ok(($wrap)(&self, ring))
         }
 
@@ -155,7 +235,7 @@ macro_rules! memfd_builder_entry_points {
         /// # Ok::<(), Error>(())
         /// ```
         pub fn open_fd(self, fd: std::os::fd::OwnedFd) -> Result<$queue<T>, crate::Error> {
-            let ring = crate::ring::Ring::open_fd(fd, &($expected)(&self))?;
+            let ring = crate::ring::Ring::open_fd(fd, &($expected)(&self), &self.seg)?;
             Ok(($wrap)(&self, ring))
         }
     };

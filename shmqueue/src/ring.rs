@@ -130,12 +130,16 @@ impl Ring {
     }
 
     #[cfg(shmqueue_loom)]
-    pub(crate) fn create_memfd(_: Geometry) -> Result<Ring, Error> {
+    pub(crate) fn create_memfd(_: Geometry, _: &SegmentOptions) -> Result<Ring, Error> {
         Err(no_shm_under_loom())
     }
 
     #[cfg(shmqueue_loom)]
-    pub(crate) fn open_fd(_: std::os::fd::OwnedFd, _: &Expected) -> Result<Ring, Error> {
+    pub(crate) fn open_fd(
+        _: std::os::fd::OwnedFd,
+        _: &Expected,
+        _: &SegmentOptions,
+    ) -> Result<Ring, Error> {
         Err(no_shm_under_loom())
     }
 
@@ -159,8 +163,8 @@ impl Ring {
 
     /// Create a sealed memfd for `geom` and initialise it as `create` does.
     #[cfg(not(shmqueue_loom))]
-    pub(crate) fn create_memfd(geom: Geometry) -> Result<Ring, Error> {
-        let seg = Segment::create_memfd(geom.total_size)?;
+    pub(crate) fn create_memfd(geom: Geometry, opts: &SegmentOptions) -> Result<Ring, Error> {
+        let seg = Segment::create_memfd(geom.total_size, opts)?;
         Ok(Ring::init(seg, geom))
     }
 
@@ -203,8 +207,12 @@ impl Ring {
     /// Its creator published the header before handing the descriptor on,
     /// so there is nothing to wait for.
     #[cfg(not(shmqueue_loom))]
-    pub(crate) fn open_fd(fd: std::os::fd::OwnedFd, expect: &Expected) -> Result<Ring, Error> {
-        let seg = Segment::open_fd(fd)?;
+    pub(crate) fn open_fd(
+        fd: std::os::fd::OwnedFd,
+        expect: &Expected,
+        opts: &SegmentOptions,
+    ) -> Result<Ring, Error> {
+        let seg = Segment::open_fd(fd, opts)?;
         Ring::validate(seg, expect, std::time::Instant::now())
     }
 
@@ -253,7 +261,22 @@ impl Ring {
                 limit: seg.len() as u64,
             }));
         }
-        let geom = Geometry::validate(&header.identity, expect, file_size, name)?;
+        // A hugetlbfs memfd is rounded up to whole huge pages: its size is
+        // the geometry's rounded up to the granule, not the geometry's. The
+        // granule comes from the kernel (fstatfs), not from the segment, and
+        // Geometry::validate still checks the stored total against the
+        // recomputed one.
+        let granule = seg.size_granule()?;
+        let sized_for = if granule > 1 {
+            let stored = header.identity.total_size.load(Ordering::Relaxed);
+            match stored.checked_next_multiple_of(granule) {
+                Some(rounded) if rounded == file_size => stored,
+                _ => file_size,
+            }
+        } else {
+            file_size
+        };
+        let geom = Geometry::validate(&header.identity, expect, sized_for, name)?;
         Ok(Ring { seg, geom })
     }
 

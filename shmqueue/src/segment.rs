@@ -1,15 +1,21 @@
 //! A POSIX shared-memory object and its mapping:
-//! `shm_open` → `fchown` (group) → `fchmod` → `ftruncate` →
-//! `mmap(MAP_SHARED)` … `munmap` on drop, `shm_unlink` only when asked.
+//! `shm_open` → `fchown` (group) → `fchmod` → `ftruncate` → `fallocate` →
+//! `mmap(MAP_SHARED)` (→ `madvise`, `mlock` if asked) … `munmap` on drop,
+//! `shm_unlink` only when asked.
 //!
 //! Or an unnamed, sealed memfd (see `memfd.rs`): `memfd_create` →
-//! `ftruncate` → `F_ADD_SEALS` → `mmap`, and on the receiving side
-//! `F_GET_SEALS` → `fstat` → `mmap`.
+//! `ftruncate` → `fallocate` → `F_ADD_SEALS` → `mmap`, and on the receiving
+//! side `F_GET_SEALS` → `fstat` → `mmap`.
+//!
+//! `fallocate` reserves every page while creation can still fail cleanly:
+//! without it a tmpfs that is too small (Docker's 64 MiB `/dev/shm`) accepts
+//! the `ftruncate` and kills whoever first touches a page it cannot supply
+//! with `SIGBUS`.
 //!
 //! This module owns the mapping's lifetime; `ring.rs` interprets its bytes.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -42,6 +48,15 @@ pub(crate) struct SegmentOptions {
     pub group: Option<u32>,
     /// `open`: how long to wait for a creator to finish initialising.
     pub init_timeout: Duration,
+    /// Map with every page present (`MAP_POPULATE`), so that no access
+    /// takes a first-touch page fault.
+    pub prefault: bool,
+    /// `mlock` the mapping (`Error::MemoryLock` if refused).
+    pub lock_memory: bool,
+    /// create: back the segment with huge pages (`MFD_HUGETLB` for a memfd,
+    /// transparent huge pages of the tmpfs for a named segment), or fail
+    /// with `Error::HugePagesUnavailable`.
+    pub huge_pages: bool,
 }
 
 impl Default for SegmentOptions {
@@ -53,6 +68,9 @@ impl Default for SegmentOptions {
             allow_shared_write: false,
             group: None,
             init_timeout: Duration::from_secs(2),
+            prefault: false,
+            lock_memory: false,
+            huge_pages: false,
         }
     }
 }
@@ -89,11 +107,234 @@ fn c_name(name: &str) -> Result<CString, Error> {
     })
 }
 
-fn map(fd: &OwnedFd, len: usize) -> Result<MmapRaw, Error> {
-    MmapOptions::new()
-        .len(len)
-        .map_raw(fd)
+fn map(fd: &OwnedFd, len: usize, populate: bool) -> Result<MmapRaw, Error> {
+    let mut o = MmapOptions::new();
+    o.len(len);
+    if populate {
+        // Page tables filled now, writable: the pages are already in the
+        // file (fallocate) and shmem needs no write notification, so the
+        // later stores fault neither for the page nor for write permission.
+        o.populate();
+    }
+    o.map_raw(fd)
         .map_err(|source| Error::Io { op: "mmap", source })
+}
+
+/// Reserve all `size` bytes of the file now (`fallocate`, mode 0): the
+/// filesystem either has the pages or says ENOSPC here, instead of a
+/// `SIGBUS` on first touch. `available` says how much room there was, for
+/// the error.
+pub(crate) fn reserve(
+    fd: BorrowedFd<'_>,
+    size: usize,
+    name: &str,
+    available: impl FnOnce() -> Option<u64>,
+) -> Result<(), Error> {
+    let len = libc::off_t::try_from(size).map_err(|_| Error::InvalidArgument {
+        detail: format!("segment size {size} does not fit in off_t"),
+    })?;
+    loop {
+        // SAFETY: plain system call on a descriptor we own; no memory is
+        // passed.
+        let r = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) };
+        if r == 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            // tmpfs gives up with EINTR when a signal arrives mid-way; what
+            // it allocated stays in the file and is reused by the retry.
+            Errno::EINTR => continue,
+            Errno::ENOSPC | Errno::ENOMEM => {
+                return Err(Error::NoSpace {
+                    name: name.into(),
+                    needed: size as u64,
+                    available: available(),
+                })
+            }
+            // A filesystem that cannot reserve (not tmpfs): nothing to
+            // gain from failing; pages are then allocated on first touch.
+            Errno::EOPNOTSUPP => return Ok(()),
+            e => return Err(io("fallocate", e)),
+        }
+    }
+}
+
+/// Free bytes of the filesystem holding `fd`, for `Error::NoSpace`.
+fn fs_available(fd: BorrowedFd<'_>) -> Option<u64> {
+    let st = nix::sys::statvfs::fstatvfs(fd).ok()?;
+    (st.blocks_available() as u64).checked_mul(st.fragment_size() as u64)
+}
+
+/// How the tmpfs behind `/dev/shm` gives a named segment huge pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShmHuge {
+    /// Every page that fits (`huge=always`, `within_size`, or the global
+    /// `force`): `fallocate` itself allocates huge pages.
+    Always,
+    /// Only for mappings advised with `MADV_HUGEPAGE` (`huge=advise`):
+    /// `fallocate` (no mapping involved) would reserve small pages, so the
+    /// segment is populated through its advised mapping instead.
+    Advise,
+}
+
+/// The bracketed choice of a sysfs policy file such as
+/// `always within_size advise [never] deny force`.
+fn sysfs_choice(text: &str) -> Option<&str> {
+    let start = text.find('[')? + 1;
+    let end = start + text[start..].find(']')?;
+    Some(&text[start..end])
+}
+
+/// Whether named segments can have transparent huge pages: the global
+/// `shmem_enabled` can force them on or off for every tmpfs, otherwise the
+/// `huge=` mount option of `/dev/shm` decides.
+fn shm_huge_policy() -> Result<ShmHuge, Error> {
+    const SYSFS: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+    let unavailable = |detail: String| Error::HugePagesUnavailable { detail };
+    let global = std::fs::read_to_string(SYSFS).map_err(|e| {
+        unavailable(format!(
+            "cannot read {SYSFS} ({e}): this kernel has no transparent huge pages for tmpfs; \
+             use a memfd queue (create_memfd) with hugetlb pages configured instead"
+        ))
+    })?;
+    match sysfs_choice(&global) {
+        Some("force") => return Ok(ShmHuge::Always),
+        Some("deny") => {
+            return Err(unavailable(format!(
+                "{SYSFS} is \"deny\", which turns huge pages off for every tmpfs; \
+                 write \"advise\" or \"never\" there (as root) to let the /dev/shm mount decide"
+            )))
+        }
+        _ => {}
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS ... - FSTYPE SOURCE SUPEROPTS";
+    // the last mount listed on /dev/shm is the one in effect.
+    let huge = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some("/dev/shm"))
+        .filter_map(|l| {
+            let (_, tail) = l.split_once(" - ")?;
+            let mut t = tail.split(' ');
+            let fstype = t.next()?;
+            let superopts = t.nth(1).unwrap_or("");
+            Some((fstype.to_owned(), superopts.to_owned()))
+        })
+        .next_back();
+    let Some((fstype, superopts)) = huge else {
+        return Err(unavailable(
+            "nothing is mounted on /dev/shm, so the huge-page policy of its filesystem \
+             is unknown"
+                .into(),
+        ));
+    };
+    if fstype != "tmpfs" {
+        return Err(unavailable(format!(
+            "/dev/shm is a {fstype} filesystem, not tmpfs, so it has no transparent huge pages"
+        )));
+    }
+    match superopts
+        .split(',')
+        .find_map(|o| o.strip_prefix("huge="))
+        .unwrap_or("never")
+    {
+        "always" | "within_size" => Ok(ShmHuge::Always),
+        "advise" => Ok(ShmHuge::Advise),
+        other => Err(unavailable(format!(
+            "the tmpfs on /dev/shm is mounted with huge={other}, so its files get no huge pages; \
+             remount it with huge=advise or huge=within_size (mount -o remount,huge=advise \
+             /dev/shm, as root), or use a memfd queue with hugetlb pages (create_memfd)"
+        ))),
+    }
+}
+
+/// Populate the whole advised mapping with write faults, which allocate
+/// (huge) pages as `MADV_HUGEPAGE` allows and report a shortage as an error
+/// rather than `SIGBUS` (`MADV_POPULATE_WRITE`, Linux 5.14).
+fn populate_write(map: &MmapRaw, name: &str, available: Option<u64>) -> Result<(), Error> {
+    // SAFETY: the range is exactly our own live mapping; populating only
+    // faults its pages in (as a write of nothing would), it changes no data.
+    let r = unsafe {
+        libc::madvise(
+            map.as_mut_ptr().cast(),
+            map.len(),
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match Errno::last() {
+        Errno::ENOMEM | Errno::EFAULT => Err(Error::NoSpace {
+            name: name.into(),
+            needed: map.len() as u64,
+            available,
+        }),
+        Errno::EINVAL => Err(Error::HugePagesUnavailable {
+            detail: "this kernel lacks MADV_POPULATE_WRITE (Linux 5.14), which reserving an \
+                     advised huge-page segment needs; mount /dev/shm with huge=within_size"
+                .into(),
+        }),
+        e => Err(io("madvise(MADV_POPULATE_WRITE)", e)),
+    }
+}
+
+fn madvise_hugepage(map: &MmapRaw) -> Result<(), Error> {
+    // SAFETY: the range is exactly our own live mapping; MADV_HUGEPAGE
+    // changes only how future faults in it are served.
+    let r = unsafe { libc::madvise(map.as_mut_ptr().cast(), map.len(), libc::MADV_HUGEPAGE) };
+    if r == 0 {
+        Ok(())
+    } else {
+        match Errno::last() {
+            Errno::EINVAL => Err(Error::HugePagesUnavailable {
+                detail: "madvise(MADV_HUGEPAGE) is refused: this kernel has no transparent \
+                         huge pages"
+                    .into(),
+            }),
+            e => Err(io("madvise(MADV_HUGEPAGE)", e)),
+        }
+    }
+}
+
+/// `mlock` the whole mapping if asked; the lock goes with the mapping
+/// (`munmap` on drop).
+fn lock(map: &MmapRaw, opts: &SegmentOptions) -> Result<(), Error> {
+    if !opts.lock_memory {
+        return Ok(());
+    }
+    // SAFETY: the range is exactly our own live mapping; mlock faults its
+    // pages in and pins them, it changes no data.
+    let r = unsafe { libc::mlock(map.as_mut_ptr().cast(), map.len()) };
+    if r == 0 {
+        return Ok(());
+    }
+    let source = std::io::Error::last_os_error();
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+        .ok()
+        .map(|(soft, _)| soft)
+        .filter(|&soft| soft != libc::RLIM_INFINITY);
+    Err(Error::MemoryLock {
+        needed: map.len() as u64,
+        limit,
+        locked: locked_bytes(),
+        source,
+    })
+}
+
+/// `VmLck` of this process, in bytes.
+fn locked_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmLck:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Map a segment being opened, with the attach-time options.
+fn map_for_open(fd: &OwnedFd, len: usize, opts: &SegmentOptions) -> Result<MmapRaw, Error> {
+    let map = map(fd, len, opts.prefault)?;
+    lock(&map, opts)?;
+    Ok(map)
 }
 
 impl Segment {
@@ -102,6 +343,13 @@ impl Segment {
     /// and is left untouched.
     pub(crate) fn create(name: &str, size: usize, opts: &SegmentOptions) -> Result<Segment, Error> {
         let cname = c_name(name)?;
+        // Before anything exists: asking for huge pages where there are none
+        // leaves nothing behind.
+        let huge = if opts.huge_pages {
+            Some(shm_huge_policy()?)
+        } else {
+            None
+        };
         if opts.mode & !0o777 != 0 {
             return Err(Error::InvalidArgument {
                 detail: format!("mode {:#o} has bits outside 0o777", opts.mode),
@@ -173,7 +421,24 @@ impl Segment {
             detail: format!("segment size {size} does not fit in off_t"),
         })?;
         ftruncate(&fd, len).map_err(|e| io("ftruncate", e))?;
-        let map = map(&fd, size)?;
+        let available = || fs_available(fd.as_fd());
+        let map = if huge == Some(ShmHuge::Advise) {
+            let map = map(&fd, size, false)?;
+            madvise_hugepage(&map)?;
+            // Reserves (and prefaults) through the advised mapping.
+            populate_write(&map, name, available())?;
+            map
+        } else {
+            reserve(fd.as_fd(), size, name, available)?;
+            let map = map(&fd, size, opts.prefault)?;
+            if huge.is_some() {
+                // Already huge where the mount allows; this also lets
+                // khugepaged collapse what was not.
+                madvise_hugepage(&map)?;
+            }
+            map
+        };
+        lock(&map, opts)?;
         cleanup.disarm();
         Ok(Segment {
             map,
@@ -238,7 +503,7 @@ impl Segment {
             name: name.into(),
             detail: "size does not fit in memory".into(),
         })?;
-        let map = map(&fd, len)?;
+        let map = map_for_open(&fd, len, opts)?;
         Ok((
             Segment {
                 map,
@@ -253,9 +518,13 @@ impl Segment {
     /// shrinking, growing and further sealing before it is mapped (see
     /// `memfd.rs`). Only this process holds it until the caller hands on a
     /// duplicate of [`Segment::fd`].
-    pub(crate) fn create_memfd(size: usize) -> Result<Segment, Error> {
-        let fd = crate::memfd::create_sealed(size)?;
-        let map = map(&fd, size)?;
+    /// With `huge_pages` the memfd is a hugetlbfs file and `size` is rounded
+    /// up to a whole number of huge pages (the mapping's length says how
+    /// much).
+    pub(crate) fn create_memfd(size: usize, opts: &SegmentOptions) -> Result<Segment, Error> {
+        let (fd, size) = crate::memfd::create_sealed(size, opts.huge_pages)?;
+        let map = map(&fd, size, opts.prefault)?;
+        lock(&map, opts)?;
         Ok(Segment {
             map,
             fd,
@@ -267,7 +536,7 @@ impl Segment {
     /// carrying every seal in `memfd::REQUIRED_SEALS` (so its size can never
     /// change under the mapping) and big enough for a header. Owner and mode
     /// are not checked: holding the descriptor is the permission.
-    pub(crate) fn open_fd(fd: OwnedFd) -> Result<Segment, Error> {
+    pub(crate) fn open_fd(fd: OwnedFd, opts: &SegmentOptions) -> Result<Segment, Error> {
         let name = crate::memfd::SEGMENT_NAME;
         crate::memfd::check_seals(fd.as_fd())?;
         let fl = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| io("fcntl(F_GETFL)", e))?;
@@ -297,12 +566,24 @@ impl Segment {
             name: name.into(),
             detail: "size does not fit in memory".into(),
         })?;
-        let map = map(&fd, len)?;
+        let map = map_for_open(&fd, len, opts)?;
         Ok(Segment {
             map,
             fd,
             name: name.into(),
         })
+    }
+
+    /// The unit the file's size is a multiple of: the huge page size for a
+    /// hugetlbfs memfd (whose size is rounded up to it, past the ring's
+    /// geometry), otherwise 1.
+    pub(crate) fn size_granule(&self) -> Result<u64, Error> {
+        let fs = nix::sys::statfs::fstatfs(&self.fd).map_err(|e| io("fstatfs", e))?;
+        if fs.filesystem_type() != nix::sys::statfs::HUGETLBFS_MAGIC {
+            return Ok(1);
+        }
+        let st = fstat(&self.fd).map_err(|e| io("fstat", e))?;
+        Ok((st.st_blksize as u64).max(1))
     }
 
     /// A new descriptor for the same object (close-on-exec), to hand on.
