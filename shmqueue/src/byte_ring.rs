@@ -46,7 +46,7 @@ use crate::error::{Corruption, Role};
 use crate::header::{
     Expected, Geometry, QueueKind, BYTE_RECORD_ALIGN, STATUS_DETACHED, STATUS_MASK,
 };
-use crate::ring::{Attachment, Ring};
+use crate::ring::{Attachment, Fresh, Ring};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
 use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};
@@ -1428,23 +1428,23 @@ impl fmt::Debug for ByteConsumer {
     }
 }
 
-impl ByteConsumer {
-    /// Load and validate the producer's `head`.
-    #[inline]
-    fn load_head(&self) -> Result<u64, RecvError> {
-        // Acquire: the producer's record writes happen-before our reads.
-        let head = self.att.header().head.value.load(Ordering::Acquire);
-        let tail = self.local.tail;
-        if head % 8 != 0 || head < tail || head - tail > self.lim.cap as u64 {
-            return Err(RecvError::Corrupt(corrupt(
-                "byte ring head",
-                head,
-                tail.saturating_add(self.lim.cap as u64 + 1),
-            )));
-        }
-        Ok(head)
+/// Load and validate the producer's `head` against our `tail` and the
+/// capacity `cap`.
+#[inline]
+fn load_head(att: &Attachment, tail: u64, cap: usize) -> Result<u64, RecvError> {
+    // Acquire: the producer's record writes happen-before our reads.
+    let head = att.header().head.value.load(Ordering::Acquire);
+    if head % 8 != 0 || head < tail || head - tail > cap as u64 {
+        return Err(RecvError::Corrupt(corrupt(
+            "byte ring head",
+            head,
+            tail.saturating_add(cap as u64 + 1),
+        )));
     }
+    Ok(head)
+}
 
+impl ByteConsumer {
     /// Give the first `size` bytes at our tail back to the producer.
     #[inline]
     fn release(&mut self, size: usize) {
@@ -1467,18 +1467,12 @@ impl ByteConsumer {
     fn next_record(&mut self) -> Result<Next, RecvError> {
         loop {
             if self.local.cached_head == self.local.tail {
-                self.local.cached_head = self.load_head()?;
-                if self.local.cached_head == self.local.tail {
-                    if !self.att.peer_gone(&mut self.local.reap) {
-                        return Ok(Next::Empty);
-                    }
-                    // The producer's DETACHED store (Release) came after its
-                    // last publication and we read it with Acquire: one more
-                    // look sees everything it published.
-                    self.local.cached_head = self.load_head()?;
-                    if self.local.cached_head == self.local.tail {
-                        return Ok(Next::Gone);
-                    }
+                let (att, tail, cap) = (&self.att, self.local.tail, self.lim.cap);
+                let load = || load_head(att, tail, cap);
+                match att.refresh_or_gone(&mut self.local.reap, tail, load)? {
+                    Fresh::Moved(head) => self.local.cached_head = head,
+                    Fresh::Idle(_) => return Ok(Next::Empty),
+                    Fresh::Gone => return Ok(Next::Gone),
                 }
             }
             // Positions are multiples of 8, so at least a header is published.

@@ -527,6 +527,17 @@ unsafe fn header_at(seg: &Segment) -> &Header {
     unsafe { &*(seg.base() as *const Header) }
 }
 
+/// What [`Attachment::refresh_or_gone`] found of the producer's position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fresh<P> {
+    /// It moved past ours: this much is published.
+    Moved(P),
+    /// Unchanged, and the producer is alive.
+    Idle(P),
+    /// Unchanged, the producer has gone, and nothing it published is left.
+    Gone,
+}
+
 /// A held registry entry: the liveness token plus the attached state word.
 /// Dropping it marks the entry DETACHED, then releases the token.
 ///
@@ -648,6 +659,40 @@ impl Attachment {
             return s == STATUS_DETACHED;
         }
         self.reap_due(reap)
+    }
+
+    /// Drain, then disconnect: the one rule every single-peer reader (SPSC
+    /// consumer, byte-ring consumer) follows when its cached view of the
+    /// producer's position shows nothing to read.
+    ///
+    /// `load` reads the producer's published position (Acquire). If it moved
+    /// past `ours`, there is something to read: `Fresh::Moved`. Otherwise,
+    /// while the producer is alive, `Fresh::Idle`. Once it has gone, one more
+    /// `load`: its DETACHED store (Release) came after its last publication
+    /// and `peer_gone` read it with Acquire, so that load sees everything it
+    /// ever published; only if that still shows nothing is the ring drained
+    /// for good (`Fresh::Gone`). Written once so the three readers cannot
+    /// drift apart on this ordering argument.
+    #[inline]
+    pub(crate) fn refresh_or_gone<P: PartialEq + Copy, E>(
+        &self,
+        reap: &mut Throttle,
+        ours: P,
+        mut load: impl FnMut() -> Result<P, E>,
+    ) -> Result<Fresh<P>, E> {
+        let theirs = load()?;
+        if theirs != ours {
+            return Ok(Fresh::Moved(theirs));
+        }
+        if !self.peer_gone(reap) {
+            return Ok(Fresh::Idle(theirs));
+        }
+        let last = load()?;
+        Ok(if last != ours {
+            Fresh::Moved(last)
+        } else {
+            Fresh::Gone
+        })
     }
 
     /// The clock half of [`Attachment::peer_gone`]: if [`REAP_INTERVAL`] has

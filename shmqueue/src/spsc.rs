@@ -30,7 +30,7 @@ use crate::error::{
     WindowError,
 };
 use crate::header::{Expected, Geometry, QueueKind, STATUS_DETACHED, STATUS_MASK};
-use crate::ring::{Attachment, Ring};
+use crate::ring::{Attachment, Fresh, Ring};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
 use crate::wait::{keep_trying, Deadline, Throttle, TimedOut, DEFAULT_SPIN};
@@ -837,21 +837,17 @@ fn poll_published(att: &Attachment, local: &mut ConsumerLocal) -> Result<bool, T
     if local.out != local.cached_in {
         return Ok(true);
     }
-    local.cached_in = load_in(att)?;
-    if local.cached_in != local.out {
-        return Ok(true);
+    match att.refresh_or_gone(&mut local.reap, local.out, || load_in(att))? {
+        Fresh::Moved(in_) => {
+            local.cached_in = in_;
+            Ok(true)
+        }
+        Fresh::Idle(in_) => {
+            local.cached_in = in_;
+            Ok(false)
+        }
+        Fresh::Gone => Err(TryPopError::Disconnected),
     }
-    if !att.peer_gone(&mut local.reap) {
-        return Ok(false);
-    }
-    // The producer left. Its DETACHED store (Release) came after its last
-    // publication, and we read it with Acquire: one more look at `in` sees
-    // everything it ever pushed.
-    local.cached_in = load_in(att)?;
-    if local.cached_in == local.out {
-        return Err(TryPopError::Disconnected);
-    }
-    Ok(true)
 }
 
 // Always inlined into the public wrappers, which are `#[inline]`: the
@@ -912,15 +908,13 @@ fn available_now(
         local.cached_in = load_in(att).map_err(corrupt)?;
         used = used_slots(local.out, local.cached_in, b);
         if used == 0 {
-            if !att.peer_gone(&mut local.reap) {
-                return Ok(0);
+            match att
+                .refresh_or_gone(&mut local.reap, local.out, || load_in(att).map_err(corrupt))?
+            {
+                Fresh::Moved(in_) | Fresh::Idle(in_) => local.cached_in = in_,
+                Fresh::Gone => return Err(BatchError::Disconnected),
             }
-            // As in try_pop: one more look after reading DETACHED.
-            local.cached_in = load_in(att).map_err(corrupt)?;
             used = used_slots(local.out, local.cached_in, b);
-            if used == 0 {
-                return Err(BatchError::Disconnected);
-            }
         }
     }
     Ok(used)
