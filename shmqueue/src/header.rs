@@ -49,6 +49,34 @@ pub enum QueueKind {
     Bytes = 3,
 }
 
+impl QueueKind {
+    /// Every kind this build knows, in the order of their numbers.
+    pub const ALL: &'static [QueueKind] = &[QueueKind::Spsc, QueueKind::Mpmc, QueueKind::Bytes];
+
+    /// The kind stored in a header as `raw`, if this build knows it.
+    ///
+    /// ```
+    /// use shmqueue::QueueKind;
+    /// assert_eq!(QueueKind::from_raw(3), Some(QueueKind::Bytes));
+    /// assert_eq!(QueueKind::from_raw(0), None);
+    /// for &k in QueueKind::ALL {
+    ///     assert_eq!(QueueKind::from_raw(k as u32), Some(k));
+    /// }
+    /// ```
+    pub fn from_raw(raw: u32) -> Option<QueueKind> {
+        QueueKind::ALL.iter().copied().find(|&k| k as u32 == raw)
+    }
+
+    /// Lower-case name, as `shmq ls` shows it: `"spsc"`, `"mpmc"`, `"bytes"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            QueueKind::Spsc => "spsc",
+            QueueKind::Mpmc => "mpmc",
+            QueueKind::Bytes => "bytes",
+        }
+    }
+}
+
 /// Smallest byte-ring capacity (bytes).
 pub(crate) const MIN_BYTE_CAPACITY: usize = 64;
 /// Byte-ring records (and so the capacity) are multiples of this.

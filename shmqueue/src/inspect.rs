@@ -162,8 +162,8 @@ pub struct SegmentInfo {
     pub shmqueue: bool,
     /// Layout version.
     pub version: Option<u32>,
-    /// Raw queue kind (1 SPSC, 2 MPMC; others unknown to this build, see
-    /// [`SegmentInfo::queue_kind`]).
+    /// Raw queue kind (1 SPSC, 2 MPMC, 3 byte ring; others unknown to this
+    /// build, see [`SegmentInfo::queue_kind`] and [`QueueKind::ALL`]).
     pub kind: Option<u32>,
     /// Element size in bytes.
     pub elem_size: Option<u64>,
@@ -201,12 +201,12 @@ impl SegmentInfo {
         self.kind.and_then(known_kind)
     }
 
-    /// The kind for display: `"spsc"`, `"mpmc"` (the [`QueueKind`] name in
-    /// lower case), the number for kinds this build does not know, `"-"`
-    /// when not read.
+    /// The kind for display: `"spsc"`, `"mpmc"`, `"bytes"`
+    /// ([`QueueKind::label`]), the number for kinds this build does not
+    /// know, `"-"` when not read.
     pub fn kind_label(&self) -> String {
         match (self.queue_kind(), self.kind) {
-            (Some(k), _) => format!("{k:?}").to_lowercase(),
+            (Some(k), _) => k.label().into(),
             (None, Some(k)) => k.to_string(),
             (None, None) => "-".into(),
         }
@@ -236,16 +236,10 @@ impl SegmentInfo {
     }
 }
 
-/// The kinds this module can describe. A new [`QueueKind`] gets an arm
-/// here (until then its segments are shown with their number and their
-/// geometry is not checked).
+/// The kinds this module can describe: every kind the header knows (one
+/// list, [`QueueKind::ALL`], so a new kind cannot be forgotten here).
 fn known_kind(k: u32) -> Option<QueueKind> {
-    match k {
-        1 => Some(QueueKind::Spsc),
-        2 => Some(QueueKind::Mpmc),
-        3 => Some(QueueKind::Bytes),
-        _ => None,
-    }
+    QueueKind::from_raw(k)
 }
 
 fn path_of(name: &str) -> String {
@@ -934,6 +928,29 @@ mod tests {
         let info = inspect(&n.0).unwrap();
         assert!(!info.in_use && !info.locked && info.stale);
         assert_eq!(info.fill, Some(4));
+    }
+
+    #[test]
+    fn every_kind_is_described_with_its_label_and_checks() {
+        let n = Name::new("kinds");
+        for &kind in QueueKind::ALL {
+            let handle: Box<dyn std::any::Any> = match kind {
+                QueueKind::Spsc => Box::new(Spsc::<u64>::create(&n.0, 8).unwrap()),
+                QueueKind::Mpmc => Box::new(Mpmc::<u64>::create(&n.0, 8).unwrap()),
+                QueueKind::Bytes => Box::new(crate::ByteRing::create(&n.0, 256).unwrap()),
+            };
+            let info = inspect(&n.0).unwrap();
+            assert_eq!(info.queue_kind(), Some(kind));
+            assert_eq!(info.kind_label(), kind.label());
+            assert!(
+                info.first_failure().is_none(),
+                "{kind:?}: {:?}",
+                info.checks
+            );
+            assert_eq!(info.fill, Some(0), "{kind:?}");
+            drop(handle);
+            crate::unlink(&n.0).unwrap();
+        }
     }
 
     #[test]
