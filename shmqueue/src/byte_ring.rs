@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use crate::error::{Corruption, Role};
 use crate::header::{
-    Expected, Geometry, QueueKind, BYTE_RECORD_ALIGN, STATUS_DETACHED, STATUS_MASK,
+    Expected, Geometry, QueueKind, BYTE_RECORD_ALIGN, MAX_POSITION, STATUS_DETACHED, STATUS_MASK,
 };
 use crate::ring::{Attachment, Fresh, Ring};
 use crate::segment::SegmentOptions;
@@ -541,12 +541,22 @@ fn used(ring: &Ring) -> Result<u64, Corruption> {
     }
 }
 
-/// Check positions read from the segment: multiples of 8, `tail <= head`,
-/// at most `cap` apart.
-fn check_positions(head: u64, tail: u64, cap: usize) -> Result<(), Corruption> {
+/// A tail read from the segment: a multiple of 8, at most [`MAX_POSITION`]
+/// (so that our own arithmetic on it, `tail + capacity`, cannot overflow).
+fn check_tail(tail: u64) -> Result<(), Corruption> {
     if tail % 8 != 0 {
         return Err(corrupt("byte ring tail (not a multiple of 8)", tail, 0));
     }
+    if tail > MAX_POSITION {
+        return Err(corrupt("byte ring tail (beyond 2^62)", tail, MAX_POSITION));
+    }
+    Ok(())
+}
+
+/// Check positions read from the segment: multiples of 8, `tail <= head`,
+/// at most `cap` apart, tail at most [`MAX_POSITION`].
+fn check_positions(head: u64, tail: u64, cap: usize) -> Result<(), Corruption> {
+    check_tail(tail)?;
     if head % 8 != 0 || head < tail || head - tail > cap as u64 {
         return Err(corrupt(
             "byte ring head",
@@ -610,9 +620,7 @@ impl ByteRing {
         let att = self.ring.attach(CONSUMER, PRODUCER, Role::Consumer)?;
         let lim = self.limits();
         let tail = self.ring.header().tail.value.load(Ordering::Acquire);
-        if tail % 8 != 0 {
-            return Err(corrupt("byte ring tail (not a multiple of 8)", tail, 0).into());
-        }
+        check_tail(tail)?;
         Ok(ByteConsumer {
             local: ConsumerLocal {
                 tail,
@@ -2284,5 +2292,9 @@ mod tests {
         assert!(check_positions(4, 0, 64).is_err());
         assert!(check_positions(0, 8, 64).is_err());
         assert!(check_positions(8, 4, 64).is_err());
+        let edge = MAX_POSITION;
+        assert!(check_positions(edge + 8, edge, 64).is_ok());
+        assert!(check_positions(edge + 8, edge + 8, 64).is_err());
+        assert!(check_positions(u64::MAX - 7, u64::MAX - 7, 64).is_err());
     }
 }

@@ -77,6 +77,14 @@ impl QueueKind {
     }
 }
 
+/// The largest monotonic position (MPMC item positions, byte-ring byte
+/// positions) a segment may hold: 2^62. Below it, a position plus any
+/// capacity cannot overflow a u64, and bit 63 (the MPMC claim and skip
+/// markers) is never part of a position. A position read from the segment
+/// above it is `Corrupt`. A queue reaches it only after 2^62 items or bytes
+/// (at 10^9 per second, 146 years; a byte ring at 10 GB/s, 14.6 years).
+pub(crate) const MAX_POSITION: u64 = 1 << 62;
+
 /// Smallest byte-ring capacity (bytes).
 pub(crate) const MIN_BYTE_CAPACITY: usize = 64;
 /// Byte-ring records (and so the capacity) are multiples of this.

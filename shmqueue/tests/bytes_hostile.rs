@@ -44,6 +44,10 @@ enum Op {
         tail: bool,
         value: u64,
     },
+    /// Head and tail both set to one value (an "empty" ring anywhere).
+    Both {
+        value: u64,
+    },
     /// Any 8 bytes anywhere in the segment's header, registry or data.
     Word {
         offset: u64,
@@ -76,6 +80,24 @@ fn len_field() -> impl Strategy<Value = u32> {
     ]
 }
 
+/// Positions at the edges of u64: where naive `+ len` arithmetic overflows,
+/// where bit 63 flips, and ordinary small ones.
+fn extreme_position() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just((1u64 << 62) - 8),
+        Just(1u64 << 62),
+        Just(i64::MAX as u64 - 7),
+        Just(1u64 << 63),
+        Just(u64::MAX - 7),
+        Just(u64::MAX - CAP as u64 + 1),
+        Just(u64::MAX),
+        (0u64..=32).prop_map(|k| u64::MAX - 7 - 8 * k),
+        0u64..2048,
+        any::<u64>(),
+    ]
+}
+
 fn flags_field() -> impl Strategy<Value = u32> {
     prop_oneof![4 => 0u32..16, 1 => any::<u32>()]
 }
@@ -84,8 +106,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..CAP as u64 / 8, len_field(), flags_field())
             .prop_map(|(slot, len, flags)| Op::Header { slot, len, flags }),
-        1 => (any::<bool>(), prop_oneof![0u64..2048, any::<u64>()])
+        1 => (any::<bool>(), extreme_position())
             .prop_map(|(tail, value)| Op::Index { tail, value }),
+        1 => extreme_position().prop_map(|value| Op::Both { value }),
         1 => (0..(DATA + CAP as u64) / 8, any::<u64>())
             .prop_map(|(w, value)| Op::Word { offset: w * 8, value }),
         3 => (0usize..700).prop_map(Op::TrySend),
@@ -144,6 +167,10 @@ fn run(ops: Vec<Op>) {
                     if tail { TAIL } else { HEAD },
                     &value.to_le_bytes(),
                 );
+            }
+            Op::Both { value } => {
+                poke(shm.name(), HEAD, &value.to_le_bytes());
+                poke(shm.name(), TAIL, &value.to_le_bytes());
             }
             Op::Word { offset, value } => poke(shm.name(), offset, &value.to_le_bytes()),
             Op::TrySend(len) => {
@@ -263,4 +290,40 @@ fn a_huge_length_is_corrupt_without_allocating() {
         rx.try_recv(&mut buf),
         Err(RecvError::Corrupt(c)) if c.what == "byte ring head"
     ));
+}
+
+/// head = tail = u64::MAX - 7 (and other positions that cannot advance by a
+/// capacity without overflowing) used to make the next `try_send` panic with
+/// "attempt to add with overflow": they are `Corrupt` for a new endpoint,
+/// and any call of an attached one returns a typed result.
+#[test]
+fn positions_that_cannot_advance_are_corrupt_not_a_panic() {
+    for value in [u64::MAX - 7, u64::MAX - 255, 1 << 63, (1 << 62) + 8] {
+        let shm = Shm::new("bytes-edge");
+        let q = ByteRing::builder()
+            .capacity(CAP)
+            .create(shm.name())
+            .unwrap();
+        poke(shm.name(), HEAD, &value.to_le_bytes());
+        poke(shm.name(), TAIL, &value.to_le_bytes());
+        assert!(
+            matches!(q.producer(), Err(shmqueue::Error::Corrupt { .. })),
+            "{value:#x}: a producer attached at an unusable position"
+        );
+        assert!(
+            matches!(q.consumer(), Err(shmqueue::Error::Corrupt { .. })),
+            "{value:#x}: a consumer attached at an unusable position"
+        );
+        // Attached first, then the positions are moved under them.
+        poke(shm.name(), HEAD, &0u64.to_le_bytes());
+        poke(shm.name(), TAIL, &0u64.to_le_bytes());
+        let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+        poke(shm.name(), HEAD, &value.to_le_bytes());
+        poke(shm.name(), TAIL, &value.to_le_bytes());
+        let mut buf = Vec::new();
+        for _ in 0..4 {
+            let _ = tx.try_send(&[1; 40]);
+            check_recv(rx.try_recv(&mut buf).map(|()| buf.len()));
+        }
+    }
 }

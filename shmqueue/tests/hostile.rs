@@ -34,12 +34,27 @@ enum Op {
     Reattach,
 }
 
+/// Index values at the edges of u64 (0, around 2^62 and 2^63, u64::MAX and
+/// just below) as well as small plausible ones and random ones.
+fn edge_value() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0u64..16,
+        Just(1u64 << 62),
+        Just(i64::MAX as u64),
+        Just(1u64 << 63),
+        Just((1u64 << 63) + 1),
+        (0u64..16).prop_map(|k| u64::MAX - k),
+        any::<u64>(),
+    ]
+}
+
 fn op(total: u64) -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..total, any::<u64>(), prop_oneof![Just(1u8), Just(4), Just(8)])
             .prop_map(|(o, value, width)| Op::Poke { offset: o - o % u64::from(width), value, width }),
-        // Small values make plausible-but-wrong indices more likely.
-        1 => (0..total / 128, 0u64..16)
+        // Small values make plausible-but-wrong indices more likely; edge
+        // values catch overflowing arithmetic on them.
+        2 => (0..total / 128, edge_value())
             .prop_map(|(line, value)| Op::Poke { offset: line * 128, value, width: 8 }),
         2 => any::<u64>().prop_map(Op::TryPush),
         2 => Just(Op::TryPop),
@@ -95,6 +110,7 @@ proptest! {
         let mut rx = q.consumer().ok();
         let short = Duration::from_millis(1);
         for op in ops {
+            let t0 = std::time::Instant::now();
             match op {
                 Op::Poke { offset, value, width } => {
                     let b = value.to_ne_bytes();
@@ -112,6 +128,8 @@ proptest! {
                     rx = q.consumer().ok();
                 }
             }
+            let took = t0.elapsed();
+            prop_assert!(took < Duration::from_secs(5), "a call took {:?}", took);
         }
     }
 }
