@@ -29,7 +29,7 @@ SHMQ_MUTATION= run "$mpmc_bound" bytes
 
 # Each mutation is a known bug compiled in through build.rs; loom must fail.
 failed=0
-for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant bytes:bytes_relaxed_publish; do
+for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant mpmc:vyukov_seq bytes:bytes_relaxed_publish; do
     file=${m%%:*}
     name=${m#*:}
     echo "== loom must reject mutation: $name (tests/$file.rs)"

@@ -75,8 +75,7 @@ fn two_producers_one_consumer() {
 }
 
 /// Capacity 2, three items: positions wrap, the producer blocks on a full
-/// queue and the consumer on an empty one. (At capacity 1 a model like this
-/// found that Vyukov's sequence values collide; such queues are refused.)
+/// queue and the consumer on an empty one.
 #[test]
 fn positions_wrap_with_blocking_calls() {
     model(|| {
@@ -167,5 +166,45 @@ fn two_producers_two_consumers() {
         let mut got = [mine, t.join().unwrap()];
         got.sort_unstable();
         assert_eq!(got, [20, 21]);
+    });
+}
+
+/// Capacity 1, three items through one slot: every push after the first
+/// waits for the consumer to free the slot, every position is a new lap.
+/// With Vyukov's p / p + 1 sequences "published for p" equals "free for
+/// p + 1" here, and a producer overwrites an unconsumed item (the
+/// `vyukov_seq` mutation; loom-tests/run.sh shows it rejected).
+#[test]
+fn capacity_one_laps_every_item() {
+    model(|| {
+        let q = queue(1);
+        let mut tx = q.producer().unwrap();
+        let mut rx = q.consumer().unwrap();
+        let tp = thread::spawn(move || {
+            for v in 1..=3 {
+                push_retry(&mut tx, v);
+            }
+        });
+        assert_eq!(drain(&mut rx, 3), vec![1, 2, 3]);
+        tp.join().unwrap();
+    });
+}
+
+/// Capacity 1, one producer and two consumers racing for two items: each
+/// goes to exactly one of them (the model that first showed the collision).
+#[test]
+fn capacity_one_two_consumers() {
+    model(|| {
+        let q = queue(1);
+        let mut tx = q.producer().unwrap();
+        let mut a = q.consumer().unwrap();
+        let mut b = q.consumer().unwrap();
+        let ta = thread::spawn(move || drain(&mut a, 1));
+        push_retry(&mut tx, 1);
+        push_retry(&mut tx, 2);
+        let mut got = drain(&mut b, 1);
+        got.extend(ta.join().unwrap());
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2]);
     });
 }

@@ -820,8 +820,8 @@ impl Peek {
         if len < 512 || p.u64_at(0)? != u64::from_le_bytes(*b"SHMQUEUE") {
             return None;
         }
-        // Layout version 1, queue kind 2 (MPMC).
-        if p.u32_at(8)? != 1 || p.u32_at(12)? != 2 {
+        // Layout version 2, queue kind 2 (MPMC).
+        if p.u32_at(8)? != 2 || p.u32_at(12)? != 2 {
             return None;
         }
         p.cap = p.u64_at(32)?;
@@ -900,9 +900,10 @@ impl Peek {
             return Some(Claim::Ambiguous);
         }
         let seq = self.u64_at(self.slots + self.stride * (pos % self.cap))?;
+        // Layout version 2: free for p is 2p, published for p is 2p + 1.
         let held = match role {
-            R::Producer => seq == pos,
-            R::Consumer => seq & !SKIP == pos + 1,
+            R::Producer => seq == pos << 1,
+            R::Consumer => seq & !SKIP == (pos << 1) | 1,
         };
         Some(if held { Claim::Won } else { Claim::Pending })
     }

@@ -24,8 +24,9 @@ use crate::Error;
 
 /// `b"SHMQUEUE"` read as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMQUEUE");
-/// Bumped on any change to the layout below.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// Bumped on any change to the layout below. Version 2: MPMC slot
+/// sequences count half-steps (see [`mpmc_seq`]), so capacity 1 works.
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// The false-sharing range (see the module docs).
 pub(crate) const LINE: usize = 128;
 /// Value of [`Identity::init`] once the creator has written everything else.
@@ -77,12 +78,11 @@ impl QueueKind {
     }
 }
 
-/// The largest monotonic position (MPMC item positions, byte-ring byte
-/// positions) a segment may hold: 2^62. Below it, a position plus any
-/// capacity cannot overflow a u64, and bit 63 (the MPMC claim and skip
-/// markers) is never part of a position. A position read from the segment
-/// above it is `Corrupt`. A queue reaches it only after 2^62 items or bytes
-/// (at 10^9 per second, 146 years; a byte ring at 10 GB/s, 14.6 years).
+/// The largest byte position a byte ring may hold: 2^62. Below it a
+/// position plus any capacity cannot overflow a u64. A position read from
+/// the segment above it is `Corrupt`. A ring reaches it only after carrying
+/// 2^62 bytes (at 10 GB/s, 14.6 years). MPMC positions have their own,
+/// lower bound ([`mpmc_seq::MAX_POSITION`]).
 pub(crate) const MAX_POSITION: u64 = 1 << 62;
 
 /// Smallest byte-ring capacity (bytes).
@@ -184,6 +184,54 @@ pub(crate) struct EndpointEntry {
 
 /// Set in [`EndpointEntry::claim`] while the claim is live.
 pub(crate) const CLAIM_ACTIVE: u64 = 1 << 63;
+
+/// The MPMC slot sequence word: what a slot's first 8 bytes say about it.
+///
+/// Vyukov's queue writes `p` (free for position `p`) and `p + 1` (published
+/// for `p`); with one slot, "published for `p`" and "free for `p + 1`"
+/// (`p + capacity`) are the same value and a producer could overwrite an
+/// unconsumed item (the loom model `one_producer_two_consumers_wrap` found
+/// it). Crossbeam's ArrayQueue keeps them apart by counting laps in units of
+/// `(cap + 1).next_power_of_two()`; here the sequence counts half-steps
+/// instead: free for `p` is `2p`, published for `p` is `2p + 1`, so every
+/// capacity from 1 up is sound and a position is still a plain item count.
+/// Positions are at most [`mpmc_seq::MAX_POSITION`] (2^61), so even
+/// `2 (p + capacity) + 1` stays below 2^63 and bit 63 is free for
+/// [`mpmc_seq::SKIP`] and [`CLAIM_ACTIVE`].
+///
+/// This module is the one place that knows the encoding: the queue, the
+/// segment initialisation and the inspection probes all go through it.
+pub(crate) mod mpmc_seq {
+    /// The largest MPMC position (head, tail, a claim) a segment may hold.
+    /// A larger one read from the segment is `Corrupt`: before this bound, a
+    /// peer storing head = 2^63 made every push Full and every pop Empty,
+    /// since bit 63 is the SKIP and claim marker. A queue reaches it only
+    /// after 2^61 items (at 10^8 items/s, 730 years).
+    pub(crate) const MAX_POSITION: u64 = 1 << 61;
+
+    /// Set on a published sequence whose producer died before writing the
+    /// value (a hole): consumers take the position and deliver nothing.
+    pub(crate) const SKIP: u64 = 1 << 63;
+
+    /// The slot is free for a producer at position `pos`.
+    #[inline(always)]
+    pub(crate) const fn free(pos: u64) -> u64 {
+        // Mutation for the loom suite: Vyukov's single-step sequences.
+        #[cfg(shmqueue_mutation = "vyukov_seq")]
+        return pos;
+        #[cfg(not(shmqueue_mutation = "vyukov_seq"))]
+        return pos << 1;
+    }
+
+    /// The slot holds the item of position `pos`, for a consumer at `pos`.
+    #[inline(always)]
+    pub(crate) const fn published(pos: u64) -> u64 {
+        #[cfg(shmqueue_mutation = "vyukov_seq")]
+        return pos + 1;
+        #[cfg(not(shmqueue_mutation = "vyukov_seq"))]
+        return (pos << 1) | 1;
+    }
+}
 
 /// The fixed part of the header; the registry and slots follow at offsets
 /// recorded in [`Identity`].
@@ -337,17 +385,8 @@ impl Geometry {
                 elem_size,
             ),
             QueueKind::Mpmc => {
-                // With one slot, "published for position p" (seq p + 1) and
-                // "free for position p + 1" (seq p + capacity) would be the
-                // same value: a producer could overwrite an unconsumed item
-                // (found by the loom model one_producer_two_consumers_wrap).
-                if capacity < 2 {
-                    return Err(Error::InvalidArgument {
-                        detail: "an MPMC queue needs a capacity of at least 2; \
-                                 use an Spsc ring for a single-slot hand-off"
-                            .into(),
-                    });
-                }
+                // Any capacity >= 1: the sequence encoding keeps "published
+                // for p" and "free for p + capacity" apart (see mpmc_seq).
                 // A slot is its sequence word, then the value: one hand-off
                 // moves one line. Compact slots are a power of two up to a
                 // line, so none straddles two; padded ones own whole lines.
@@ -646,7 +685,24 @@ mod tests {
         assert_eq!(g.slot_stride, 256);
         let g = Geometry::compute(QueueKind::Mpmc, 256, 256, 4, 1, 1, 0, 0).unwrap();
         assert_eq!((g.value_offset, g.slot_stride), (256, 512));
-        assert!(Geometry::compute(QueueKind::Mpmc, 8, 8, 1, 1, 1, 0, 0).is_err());
+        // Capacity 1 is a queue like any other (layout version 2).
+        let g = Geometry::compute(QueueKind::Mpmc, 8, 8, 1, 1, 1, 0, 0).unwrap();
+        assert_eq!((g.buffer_size, g.slot_stride), (1, 16));
+    }
+
+    /// The sequence encoding keeps "published for p" apart from "free for
+    /// p + capacity" at every capacity, 1 included (the collision that made
+    /// Vyukov's p / p + 1 encoding refuse capacity 1).
+    #[test]
+    fn mpmc_sequences_never_collide() {
+        use super::mpmc_seq::{free, published, MAX_POSITION, SKIP};
+        for cap in [1u64, 2, 3, 7, 1024] {
+            for p in (0..50).chain(MAX_POSITION - 50..=MAX_POSITION) {
+                assert_ne!(published(p), free(p + cap), "cap {cap}, p {p}");
+                assert!(free(p) < published(p) && published(p) < free(p + cap));
+                assert_eq!(free(p + cap) & SKIP, 0, "bit 63 stays free");
+            }
+        }
     }
 
     #[test]

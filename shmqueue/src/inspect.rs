@@ -1007,7 +1007,7 @@ mod tests {
         assert_eq!(outcome(&info, "geometry"), Outcome::Skipped);
 
         f.write_all_at(
-            &2u32.to_ne_bytes(),
+            &(LAYOUT_VERSION + 1).to_ne_bytes(),
             at(core::mem::offset_of!(Identity, version)),
         )
         .unwrap();

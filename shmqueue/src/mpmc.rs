@@ -2,12 +2,14 @@
 //!
 //! Dmitry Vyukov's bounded MPMC queue over monotonic 64-bit positions: slot
 //! `i` carries a sequence word in its own cache line, next to the value.
-//! A producer at position `p` (slot `p % capacity`) may write when the
-//! sequence equals `p`; it wins the position with a CAS on `head`, writes the
-//! value, and publishes with `seq = p + 1` (Release). A consumer at position
-//! `t` may read when the sequence equals `t + 1`; it wins the position with a
-//! CAS on `tail`, reads, and releases the slot for the next lap with
-//! `seq = t + capacity` (Release). Each item goes to exactly one consumer and
+//! Sequences count half-steps (`header::mpmc_seq`): `free(p) = 2p`,
+//! `published(p) = 2p + 1`, which keeps capacity 1 sound. A producer at
+//! position `p` (slot `p % capacity`) may write when the sequence is
+//! `free(p)`; it wins the position with a CAS on `head`, writes the value,
+//! and publishes with `seq = published(p)` (Release). A consumer at position
+//! `t` may read when the sequence is `published(t)`; it wins the position
+//! with a CAS on `tail`, reads, and releases the slot for the next lap with
+//! `seq = free(t + capacity)` (Release). Each item goes to exactly one consumer and
 //! nothing is overwritten: a producer that finds the previous lap's item still
 //! there reports Full and waits.
 //!
@@ -27,8 +29,8 @@
 //!   show the same position for a moment, and the winner always does);
 //! * if **all** claimants are dead, it resolves the slot with one CAS on the
 //!   sequence word, so exactly one survivor does it: a hole is marked
-//!   `seq = t + 1 | SKIP` (consumers take it and deliver nothing), a
-//!   stalled release is completed with `seq = t + capacity`.
+//!   `seq = published(t) | SKIP` (consumers take it and deliver nothing), a
+//!   stalled release is completed with `seq = free(t + capacity)`.
 //!
 //! An entry whose last holder died with an unresolved claim is not reused
 //! until the claim is resolved, so the evidence cannot be erased.
@@ -41,6 +43,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::error::{Corruption, PopError, PushError, Role, TryPopError, TryPushError};
+use crate::header::mpmc_seq::{self, SKIP};
 use crate::header::{
     EndpointEntry, Expected, Geometry, QueueKind, CLAIM_ACTIVE, FLAG_PADDED_SLOTS,
 };
@@ -49,6 +52,7 @@ use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
 use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};
 use crate::Error;
+use mpmc_seq::MAX_POSITION;
 
 /// Default limit of attached producers (and, separately, consumers).
 pub const DEFAULT_MAX_ENDPOINTS: u32 = 64;
@@ -58,8 +62,6 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// checked. With sleeps of at most 100 ms, a dead peer's slot is recovered
 /// within about 150 ms of a survivor needing it.
 pub const STALL_PATIENCE: Duration = Duration::from_millis(20);
-/// Marks a slot whose dead producer never published: consumers skip it.
-const SKIP: u64 = 1 << 63;
 
 /// A handle to an MPMC work queue in a POSIX shared-memory segment.
 ///
@@ -340,10 +342,7 @@ impl<T: Pod> Mpmc<T> {
 
     /// Items in the queue right now (a snapshot).
     pub fn len(&self) -> usize {
-        let h = self.ring.header();
-        let head = h.head.value.load(Ordering::Acquire);
-        let tail = h.tail.value.load(Ordering::Acquire);
-        (head.wrapping_sub(tail) as i64).clamp(0, self.capacity() as i64) as usize
+        len(&self.ring)
     }
 
     /// Whether the queue is empty right now.
@@ -440,6 +439,14 @@ fn take_over(ring: &Ring, shape: &Shape, index: u32, e: &EndpointEntry, role: Ro
         return true;
     }
     let pos = claim & !CLAIM_ACTIVE;
+    if pos > MAX_POSITION {
+        // Not a claim this crate writes: nothing to resolve, and nothing to
+        // compute from it.
+        let _ = e
+            .claim
+            .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
+        return true;
+    }
     let h = ring.header();
     let ev = &h.events;
     let seq_word = ring_seq(ring, shape.index(pos));
@@ -448,16 +455,17 @@ fn take_over(ring: &Ring, shape: &Shape, index: u32, e: &EndpointEntry, role: Ro
         // Won (head moved past it) but never published.
         Role::Producer => (
             shape.producers.clone(),
-            seq == pos && before(pos, h.head.value.load(Ordering::Acquire)),
-            pos.wrapping_add(1) | SKIP,
+            seq == mpmc_seq::free(pos) && before(pos, h.head.value.load(Ordering::Acquire)),
+            mpmc_seq::published(pos) | SKIP,
             &ev.holes,
             &ev.not_empty,
         ),
         // Taken (tail moved past it) but never released.
         Role::Consumer => (
             shape.consumers.clone(),
-            seq & !SKIP == pos.wrapping_add(1) && before(pos, h.tail.value.load(Ordering::Acquire)),
-            pos.wrapping_add(shape.cap),
+            seq & !SKIP == mpmc_seq::published(pos)
+                && before(pos, h.tail.value.load(Ordering::Acquire)),
+            mpmc_seq::free(pos + shape.cap),
             &ev.releases,
             &ev.not_full,
         ),
@@ -590,6 +598,46 @@ fn clear_claims(att: &Attachment, range: std::ops::Range<u32>, pos: u64) {
     }
 }
 
+/// Items between `tail` and `head`, clamped to `0..=capacity` (a snapshot:
+/// the two words are read one after the other, and a peer may have written
+/// anything into them).
+fn len(ring: &Ring) -> usize {
+    let h = ring.header();
+    let head = h.head.value.load(Ordering::Acquire);
+    let tail = h.tail.value.load(Ordering::Acquire);
+    let cap = ring.geom().capacity;
+    (head.wrapping_sub(tail) as i64).clamp(0, cap as i64) as usize
+}
+
+/// `capacity`, `len` and `is_empty` of an endpoint, as on the queue handle.
+macro_rules! endpoint_sizes {
+    ($what:literal) => {
+        /// Items the queue can hold.
+        ///
+        /// ```
+        /// # let name = format!("/doc-mpmc-sizes-{}", std::process::id());
+        /// let q = shmqueue::Mpmc::<u64>::create(&name, 4)?;
+        #[doc = concat!("let e = q.", $what, "()?;")]
+        /// assert_eq!((e.capacity(), e.len(), e.is_empty()), (4, 0, true));
+        /// # shmqueue::unlink(&name)?;
+        /// # Ok::<(), shmqueue::Error>(())
+        /// ```
+        pub fn capacity(&self) -> usize {
+            self.att.ring().geom().capacity
+        }
+
+        /// Items in the queue right now (a snapshot, as [`Mpmc::len`]).
+        pub fn len(&self) -> usize {
+            len(self.att.ring())
+        }
+
+        /// Whether the queue is empty right now.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+    };
+}
+
 fn corrupt(what: &'static str, found: u64, limit: u64) -> Corruption {
     Corruption { what, found, limit }
 }
@@ -635,9 +683,13 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
     }
     let mut pos = h.head.value.load(Ordering::Relaxed);
     loop {
+        if pos > MAX_POSITION {
+            me.claim.store(0, Ordering::Relaxed);
+            return PushOutcome::Corrupt(corrupt("MPMC head", pos, MAX_POSITION));
+        }
         let i = shape.index(pos);
         let seq = att.seq(i).load(Ordering::Acquire);
-        if seq == pos {
+        if seq == mpmc_seq::free(pos) {
             // Evidence first: if we die after winning, survivors find us.
             me.claim.store(pos | CLAIM_ACTIVE, Ordering::Relaxed);
             // Release on success orders the claim before the new head.
@@ -660,22 +712,24 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
                     // us the slot until we publish it.
                     unsafe { att.write_value(i, *value) };
                     // Release: the value happens-before a consumer that
-                    // Acquires seq == pos + 1.
-                    att.seq(i).store(pos.wrapping_add(1), Ordering::Release);
+                    // Acquires seq == published(pos).
+                    att.seq(i)
+                        .store(mpmc_seq::published(pos), Ordering::Release);
                     me.claim.store(0, Ordering::Release);
                     ev.not_empty.notify();
                     return PushOutcome::Pushed;
                 }
                 Err(now) => pos = now,
             }
-        } else if before(seq & !SKIP, pos) {
+        } else if before(seq & !SKIP, mpmc_seq::free(pos)) {
             // The slot still holds the item of position pos - capacity.
             me.claim.store(0, Ordering::Relaxed);
             let old = pos.wrapping_sub(shape.cap);
             // Only a slot stalled for a while is worth asking whether a
             // consumer has taken `old` (tail moved past it): reading `tail`,
             // the consumers' line, on every full poll takes it from them.
-            if (seq & !SKIP) == old.wrapping_add(1)
+            if pos >= shape.cap
+                && (seq & !SKIP) == mpmc_seq::published(old)
                 && local.stalled_long(pos)
                 && before(old, h.tail.value.load(Ordering::Acquire))
             {
@@ -683,7 +737,12 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
                 if claimants_dead(att, shape.consumers.clone(), old)
                     && att
                         .seq(i)
-                        .compare_exchange(seq, pos, Ordering::AcqRel, Ordering::Acquire)
+                        .compare_exchange(
+                            seq,
+                            mpmc_seq::free(pos),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
                         .is_ok()
                 {
                     ev.releases.fetch_add(1, Ordering::Relaxed);
@@ -711,6 +770,8 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
 }
 
 impl<T: Pod> Producer<T> {
+    endpoint_sizes!("producer");
+
     /// Push without blocking: [`TryPushError::Full`] if there is no free
     /// slot, [`TryPushError::Disconnected`] if every consumer has gone.
     #[inline]
@@ -811,9 +872,17 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
     let me = att.own();
     let mut pos = h.tail.value.load(Ordering::Relaxed);
     loop {
+        if pos > MAX_POSITION {
+            me.claim.store(0, Ordering::Relaxed);
+            return Err(TryPopError::Corrupt(corrupt(
+                "MPMC tail",
+                pos,
+                MAX_POSITION,
+            )));
+        }
         let i = shape.index(pos);
         let seq = att.seq(i).load(Ordering::Acquire);
-        if seq & !SKIP == pos.wrapping_add(1) {
+        if seq & !SKIP == mpmc_seq::published(pos) {
             me.claim.store(pos | CLAIM_ACTIVE, Ordering::Relaxed);
             match h.tail.value.compare_exchange_weak(
                 pos,
@@ -828,15 +897,16 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
                     // releases it, so `seq` is still what we loaded.
                     let value = if seq & SKIP == 0 {
                         // SAFETY: i < capacity; T matches the geometry; the
-                        // producer published the slot (seq == pos + 1 read
-                        // with Acquire) and we own it until the store below.
+                        // producer published the slot (seq == published(pos)
+                        // read with Acquire) and we own it until the store
+                        // below.
                         Some(unsafe { att.read_value::<T>(i) })
                     } else {
                         None
                     };
                     // Release: our read happens-before the next lap's write.
                     att.seq(i)
-                        .store(pos.wrapping_add(shape.cap), Ordering::Release);
+                        .store(mpmc_seq::free(pos + shape.cap), Ordering::Release);
                     me.claim.store(0, Ordering::Release);
                     ev.not_full.notify();
                     match value {
@@ -847,14 +917,14 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
                 }
                 Err(now) => pos = now,
             }
-        } else if before(seq & !SKIP, pos.wrapping_add(1)) {
+        } else if before(seq & !SKIP, mpmc_seq::published(pos)) {
             // Not published for this lap yet: empty, or won by a producer
             // and in flight. Either way Empty, unless the slot has stalled
             // or every producer has gone: only then is `head` read. It is
             // the producers' line; reading it on every empty poll would take
             // it from them, and their next CAS would have to fetch it back.
             me.claim.store(0, Ordering::Relaxed);
-            let stalled = seq == pos && local.stalled_long(pos);
+            let stalled = seq == mpmc_seq::free(pos) && local.stalled_long(pos);
             let gone = !stalled && all_gone(att, shape, Role::Producer, &mut local.reap);
             if !stalled && !gone {
                 return Err(TryPopError::Empty);
@@ -882,8 +952,8 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
                 && att
                     .seq(i)
                     .compare_exchange(
-                        pos,
-                        pos.wrapping_add(1) | SKIP,
+                        mpmc_seq::free(pos),
+                        mpmc_seq::published(pos) | SKIP,
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     )
@@ -908,6 +978,8 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
 }
 
 impl<T: Pod> Consumer<T> {
+    endpoint_sizes!("consumer");
+
     /// Pop without blocking: [`TryPopError::Empty`] if nothing is ready,
     /// [`TryPopError::Disconnected`] once the queue is drained and every
     /// producer has gone.

@@ -109,7 +109,7 @@ impl Ring {
                 .map(|_| loom::cell::UnsafeCell::new(vec![0u8; geom.slot_stride]))
                 .collect(),
             seqs: (0..geom.buffer_size)
-                .map(|i| crate::sync::AtomicU64::new(i as u64))
+                .map(|i| crate::sync::AtomicU64::new(crate::header::mpmc_seq::free(i as u64)))
                 .collect(),
         };
         let ring = Ring { heap, geom };
@@ -173,7 +173,7 @@ impl Ring {
     fn init(seg: Segment, geom: Geometry) -> Ring {
         let ring = Ring { seg, geom };
         if geom.kind == crate::header::QueueKind::Mpmc {
-            // Vyukov's initial state: slot i expects position i.
+            // Vyukov's initial state: slot i is free for position i.
             let base = ring.slots();
             for i in 0..geom.buffer_size {
                 // SAFETY: as Attachment::seq: slot i's first 8 bytes, inside
@@ -181,7 +181,7 @@ impl Ring {
                 let seq = unsafe {
                     &*(base.as_ptr().add(i * geom.slot_stride) as *const crate::sync::AtomicU64)
                 };
-                seq.store(i as u64, Ordering::Relaxed);
+                seq.store(crate::header::mpmc_seq::free(i as u64), Ordering::Relaxed);
             }
         }
         let id = &ring.header().identity;

@@ -313,14 +313,14 @@ fn stream_child(role: &str) -> Result<(), String> {
 /// queue that `consumers` processes drain; each consumer writes the set it
 /// received as a bitmap, and the parent checks that the bitmaps are disjoint
 /// (no duplicate) and cover every item (no loss).
-fn stream(test: &str, producers: u64, consumers: usize) {
+fn stream(test: &str, producers: u64, consumers: usize, capacity: usize, items: u64) {
     if let Some(role) = child_role() {
         run_child(|| stream_child(&role));
     }
-    let per = STREAM_ITEMS / producers;
-    assert_eq!(per * producers, STREAM_ITEMS);
+    let per = items / producers;
+    assert_eq!(per * producers, items);
     let shm = Shm::new("stream");
-    let q = Mpmc::<u64>::create(shm.name(), STREAM_CAPACITY).unwrap();
+    let q = Mpmc::<u64>::create(shm.name(), capacity).unwrap();
     // Until every producer child has pushed everything, keep one producer
     // attached: otherwise a consumer could read "every producer gone" in the
     // moment between one producer child finishing and another attaching.
@@ -380,7 +380,7 @@ fn stream(test: &str, producers: u64, consumers: usize) {
         }
     }
     let took = started.elapsed();
-    assert_eq!(total, STREAM_ITEMS, "items delivered in all");
+    assert_eq!(total, items, "items delivered in all");
     for (k, &u) in union.iter().enumerate() {
         let first = (k % per_producer) as u64 * 64;
         let want = if first + 64 <= per {
@@ -401,8 +401,8 @@ fn stream(test: &str, producers: u64, consumers: usize) {
     assert_eq!(stats.holes_skipped, 0, "{stats:?}");
     assert_eq!(stats.slots_released, 0, "{stats:?}");
     eprintln!(
-        "{test}: {STREAM_ITEMS} items, {producers} producers x {consumers} consumers, \
-         capacity {STREAM_CAPACITY}: {took:?}"
+        "{test}: {items} items, {producers} producers x {consumers} consumers, \
+         capacity {capacity}: {took:?}"
     );
 }
 
@@ -412,6 +412,8 @@ fn two_producers_two_consumers_ten_million_items_exactly_once() {
         "two_producers_two_consumers_ten_million_items_exactly_once",
         2,
         2,
+        STREAM_CAPACITY,
+        STREAM_ITEMS,
     );
 }
 
@@ -421,7 +423,49 @@ fn four_producers_four_consumers_ten_million_items_exactly_once() {
         "four_producers_four_consumers_ten_million_items_exactly_once",
         4,
         4,
+        STREAM_CAPACITY,
+        STREAM_ITEMS,
     );
+}
+
+/// Capacity 1 (refused before layout version 2): every item is its own lap
+/// of the one slot, handed over between processes, exactly once.
+#[test]
+fn capacity_one_two_producers_two_consumers_exactly_once() {
+    stream(
+        "capacity_one_two_producers_two_consumers_exactly_once",
+        2,
+        2,
+        1,
+        1_000_000,
+    );
+}
+
+/// Capacity 1 in one process, with threads: a producer thread and a
+/// consumer thread, every value in order, and `len`/`capacity` agree.
+#[test]
+fn capacity_one_between_threads_in_order() {
+    let shm = Shm::new("cap1");
+    let q = Mpmc::<u64>::create(shm.name(), 1).unwrap();
+    assert_eq!(q.capacity(), 1);
+    let mut tx = q.producer().unwrap();
+    let mut rx = q.consumer().unwrap();
+    tx.try_push(7).unwrap();
+    assert!(matches!(tx.try_push(8), Err(TryPushError::Full(8))));
+    assert_eq!((tx.len(), rx.len(), tx.capacity()), (1, 1, 1));
+    assert_eq!(rx.try_pop(), Ok(7));
+    assert!(rx.is_empty());
+    const N: u64 = 100_000;
+    let t = std::thread::spawn(move || {
+        for v in 0..N {
+            tx.push(v).unwrap();
+        }
+    });
+    for v in 0..N {
+        assert_eq!(rx.pop_timeout(DEADLINE), Ok(v));
+    }
+    t.join().unwrap();
+    assert_eq!(rx.pop_timeout(DEADLINE), Err(PopError::Disconnected));
 }
 
 // ---------------------------------------------------------------------------
