@@ -1037,6 +1037,9 @@ impl ByteProducer {
 
 impl Drop for ByteProducer {
     fn drop(&mut self) {
+        if !self.att.owned_here() {
+            return; // a forked child's copy (liveness.rs, "Fork")
+        }
         self.att.detach();
         // Wake a consumer sleeping in recv() so it drains and sees Disconnected.
         self.att.header().events.not_empty.notify();
@@ -1338,7 +1341,7 @@ impl io::Write for MessageWriter<'_> {
 
 impl Drop for MessageWriter<'_> {
     fn drop(&mut self) {
-        if self.done {
+        if self.done || !self.p.att.owned_here() {
             return;
         }
         if std::thread::panicking() || self.failed.is_some() {
@@ -1936,6 +1939,9 @@ impl ByteConsumer {
 
 impl Drop for ByteConsumer {
     fn drop(&mut self) {
+        if !self.att.owned_here() {
+            return; // a forked child's copy (liveness.rs, "Fork")
+        }
         self.att.detach();
         // Wake a producer sleeping in send() so it sees Disconnected.
         self.att.header().events.not_full.notify();
@@ -2038,6 +2044,9 @@ impl RecordReader<'_> {
 
 impl Drop for RecordReader<'_> {
     fn drop(&mut self) {
+        if !self.c.att.owned_here() {
+            return; // a forked child's copy (liveness.rs, "Fork")
+        }
         self.c.release(self.rec.size);
     }
 }
@@ -2155,6 +2164,9 @@ impl io::Read for MessageReader<'_> {
 
 impl Drop for MessageReader<'_> {
     fn drop(&mut self) {
+        if !self.c.att.owned_here() {
+            return; // a forked child's copy (liveness.rs, "Fork")
+        }
         if let Some(rec) = self.cur.take() {
             self.c.release(rec.size);
         }

@@ -24,6 +24,19 @@
 //! `exec` shares its description with the child, and the token then lives
 //! until both have exited.
 //!
+//! ## Fork
+//!
+//! A forked child holds bitwise copies of its parent's endpoints. Whatever
+//! it does with them, dropping them must not act for the parent: a child's
+//! drop used to mark the parent's live role DETACHED, and its consumer then
+//! saw `Disconnected` while its producer kept publishing. So every endpoint
+//! records the [`fork_generation`] it attached in, and its drop (and the
+//! drops of its guards: message writers, in-place readers) writes nothing to
+//! the segment in another generation: the child just closes its copies.
+//! The generation is a process-global counter that a `pthread_atfork` child
+//! handler bumps, so the check on a drop path is one relaxed load, not a
+//! `getpid` system call.
+//!
 //! ## Byte assignment
 //!
 //! | bytes | lock | held by |
@@ -62,6 +75,40 @@ fn io(op: &'static str, e: Errno) -> Error {
         op,
         source: std::io::Error::from(e),
     }
+}
+
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn forked_child() {
+    // In the child, right after fork: async-signal-safe (one atomic add).
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This process's fork generation: 0 in a process that no `fork()` created
+/// since the first endpoint attached, one more in each forked child (see
+/// the module docs, "Fork").
+#[inline]
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Register the fork handler once per process; called before an endpoint
+/// records its generation, so no fork after an attach goes unseen.
+pub(crate) fn watch_forks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a child handler that only bumps an atomic;
+        // pthread_atfork has no other precondition. On failure (ENOMEM) the
+        // generation never moves and drops behave as before: reported, not
+        // fatal.
+        let r = unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        if r != 0 {
+            eprintln!(
+                "shmqueue: pthread_atfork failed ({r}); endpoints dropped in a forked \
+                 child may detach their parent's roles"
+            );
+        }
+    });
 }
 
 /// The byte whose shared OFD lock every handle holds (see the module docs):

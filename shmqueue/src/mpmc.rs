@@ -836,6 +836,9 @@ impl<T: Pod> Producer<T> {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
+        if !self.att.owned_here() {
+            return; // a forked child's copy (liveness.rs, "Fork")
+        }
         #[cfg(shmqueue_loom)]
         if self.local.died {
             self.att.kill();
@@ -1022,6 +1025,9 @@ impl<T: Pod> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
+        if !self.att.owned_here() {
+            return; // a forked child's copy (liveness.rs, "Fork")
+        }
         self.att.own().claim.store(0, Ordering::Release);
         self.att.detach();
         // Producers sleeping on a full queue re-check: maybe disconnected now.

@@ -27,6 +27,14 @@ use crate::sync::Ordering;
 use crate::wait::{futex_wait, futex_wake_all, Deadline, Throttle};
 use crate::Error;
 
+/// See liveness.rs, "Fork"; under loom there is no fork.
+#[cfg(not(shmqueue_loom))]
+use liveness::fork_generation;
+#[cfg(shmqueue_loom)]
+fn fork_generation() -> u64 {
+    0
+}
+
 /// How often a polling endpoint asks the kernel whether its peer (SPSC,
 /// byte ring) or a dead holder (MPMC) is gone.
 pub(crate) const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -425,6 +433,8 @@ impl Ring {
         accept: impl FnOnce(&EndpointEntry) -> bool,
     ) -> Result<Option<Attachment>, Error> {
         crate::wait::init_fences();
+        #[cfg(not(shmqueue_loom))]
+        liveness::watch_forks();
         let entry = self.entry(index);
         // Resolved before the role is claimed: these panic only on a bug.
         let header = NonNull::from(self.header());
@@ -479,6 +489,7 @@ impl Ring {
             index,
             state,
             detached: false,
+            generation: fork_generation(),
             _token: token,
         }))
     }
@@ -568,6 +579,9 @@ pub(crate) struct Attachment {
     index: u32,
     state: u32,
     detached: bool,
+    /// The fork generation this endpoint attached in (liveness.rs, "Fork"):
+    /// in a forked child's copy it differs, and the copy acts for nobody.
+    generation: u64,
     _token: Token,
 }
 
@@ -1033,10 +1047,19 @@ impl Attachment {
         self.detached = true;
     }
 
+    /// Whether this endpoint attached in this process, not in a parent that
+    /// `fork`ed us (liveness.rs, "Fork"). Drops that write to the segment
+    /// check it first: a forked child's copy must act for nobody.
+    #[inline]
+    pub(crate) fn owned_here(&self) -> bool {
+        self.generation == fork_generation()
+    }
+
     /// Mark the entry DETACHED (idempotent). The token is still held until
-    /// drop, so the caller can wake its peer in between.
+    /// drop, so the caller can wake its peer in between. A forked child's
+    /// copy marks nothing: the role is its parent's.
     pub(crate) fn detach(&mut self) {
-        if std::mem::replace(&mut self.detached, true) {
+        if std::mem::replace(&mut self.detached, true) || !self.owned_here() {
             return;
         }
         let entry = self.ring.entry(self.index);

@@ -768,6 +768,9 @@ impl<T: Pod> Producer<T> {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
+        if !self.att.owned_here() {
+            return; // a forked child's copy (liveness.rs, "Fork")
+        }
         self.att.detach();
         // Wake a consumer sleeping in pop() so it drains and sees Disconnected.
         self.att.header().events.not_empty.notify();
@@ -1208,6 +1211,9 @@ impl<T: Pod> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
+        if !self.att.owned_here() {
+            return; // a forked child's copy (liveness.rs, "Fork")
+        }
         self.att.detach();
         // Wake a producer sleeping in push() so it sees Disconnected.
         self.att.header().events.not_full.notify();
