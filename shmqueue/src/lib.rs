@@ -83,6 +83,8 @@ pub use mpmc::Mpmc;
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use segment::unlink;
 pub use spsc::Spsc;
+#[doc(hidden)]
+pub use wait::slice_wakeups;
 pub use wait::DEFAULT_SPIN;
 
 /// The README's examples, compiled as doctests so they cannot rot.

@@ -76,6 +76,18 @@ pub struct ChildProc {
 
 /// Start this test binary again, running only `test` with role `role`.
 pub fn spawn(test: &str, role: &str, args: &[(&str, String)]) -> ChildProc {
+    spawn_env(test, role, args, &[])
+}
+
+/// As [`spawn`], with extra environment variables for the child only (for
+/// settings the library reads from the environment, such as
+/// `SHMQUEUE_FENCE`). An empty value removes the variable.
+pub fn spawn_env(
+    test: &str,
+    role: &str,
+    args: &[(&str, String)],
+    env: &[(&str, &str)],
+) -> ChildProc {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
@@ -85,6 +97,13 @@ pub fn spawn(test: &str, role: &str, args: &[(&str, String)]) -> ChildProc {
         .stderr(Stdio::inherit());
     for (k, v) in args {
         cmd.env(format!("SHMQ_TEST_{k}"), v);
+    }
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
     }
     let mut child = cmd.spawn().expect("spawn child test process");
     let stdout = child.stdout.take().unwrap();
