@@ -57,7 +57,7 @@
 // Under loom the shared-memory half (segment, OFD locks) is not used.
 #![cfg_attr(shmqueue_loom, allow(dead_code, unused_imports))]
 
-pub mod byte_ring;
+pub mod bytes;
 mod error;
 mod header;
 pub mod inspect;
@@ -72,7 +72,7 @@ pub mod spsc;
 mod sync;
 mod wait;
 
-pub use byte_ring::{ByteRing, RecvError, SendError};
+pub use bytes::{ByteRing, RecvError, SendError};
 pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
 };
