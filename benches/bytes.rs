@@ -65,8 +65,8 @@ fn ring(
     size: usize,
 ) -> (
     ShmName,
-    shmqueue::byte_ring::ByteProducer,
-    shmqueue::byte_ring::ByteConsumer,
+    shmqueue::bytes::Producer,
+    shmqueue::bytes::Consumer,
 ) {
     let name = ShmName::new("shmq-bench-bytes");
     let q = ByteRing::builder()

@@ -45,7 +45,7 @@ use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use shmqueue::byte_ring::{ByteConsumer, ByteProducer, DEFAULT_MAX_MESSAGE_SIZE};
+use shmqueue::bytes::{self, DEFAULT_MAX_MESSAGE_SIZE};
 use shmqueue::inspect::EndpointStatus;
 use shmqueue::{ByteRing, Error, RecvError, Role, SendError};
 
@@ -340,7 +340,11 @@ fn send_error(
     }
 }
 
-fn send_one(tx: &mut ByteProducer, msg: &[u8], timeout: Option<Duration>) -> Result<(), SendError> {
+fn send_one(
+    tx: &mut bytes::Producer,
+    msg: &[u8],
+    timeout: Option<Duration>,
+) -> Result<(), SendError> {
     match timeout {
         Some(t) => tx.send_timeout(msg, t),
         None => tx.send(msg),
@@ -423,7 +427,7 @@ pub fn send(a: SendArgs) -> Res {
 /// soon as a read comes back short (stdin has nothing more right now), so
 /// a slow stream (`tail -f`) reaches the receiver as it comes.
 fn send_raw(
-    tx: &mut ByteProducer,
+    tx: &mut bytes::Producer,
     stdin: &mut impl Read,
     name: &str,
     timeout: Option<Duration>,
@@ -464,7 +468,7 @@ fn send_raw(
 /// Wait until a receiver has attached (now or earlier) and the ring is
 /// empty. There is no event for "drained", so this polls, backing off to
 /// 10 ms.
-fn wait_drained(tx: &ByteProducer, name: &str, timeout: Option<Duration>) -> Res {
+fn wait_drained(tx: &bytes::Producer, name: &str, timeout: Option<Duration>) -> Res {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut seen = false;
     let mut nap = Duration::from_micros(100);
@@ -667,7 +671,7 @@ fn write_message(out: &mut impl Write, msg: &[u8], a: &RecvArgs) -> io::Result<(
 /// Stream one message to `out` as it arrives, flushing each piece (a raw
 /// message may be an endless stream).
 fn recv_raw(
-    rx: &mut ByteConsumer,
+    rx: &mut bytes::Consumer,
     out: &mut impl Write,
     timeout: Option<Duration>,
 ) -> Result<(), Failure> {

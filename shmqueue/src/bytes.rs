@@ -219,7 +219,7 @@ pub enum SendError {
     /// The consumer has gone (dropped, or its process died).
     Disconnected,
     /// The message (or reservation) is longer than `max`: this endpoint's
-    /// maximum message size, or, for [`ByteProducer::try_send`] and
+    /// maximum message size, or, for [`Producer::try_send`] and
     /// reservations, the largest single record.
     TooLarge {
         /// The length asked for.
@@ -281,17 +281,17 @@ pub enum RecvError {
     /// in the middle of it. The part received is discarded; the next call
     /// receives the next message. Never reported for a whole message.
     Truncated,
-    /// [`ByteConsumer::recv_into`]: the buffer is shorter than the message
+    /// [`Consumer::recv_into`]: the buffer is shorter than the message
     /// (`needed` bytes). The message is kept; call again with a larger
-    /// buffer (or use [`ByteConsumer::recv`]).
+    /// buffer (or use [`Consumer::recv`]).
     BufferTooSmall {
         /// The message's length.
         needed: usize,
     },
-    /// The zero-copy [`ByteConsumer::try_read`] family reads only messages
+    /// The zero-copy [`Consumer::try_read`] family reads only messages
     /// in one record; the next message is fragmented. It is left in place:
-    /// receive it with [`ByteConsumer::recv`] or
-    /// [`ByteConsumer::read_message`].
+    /// receive it with [`Consumer::recv`] or
+    /// [`Consumer::read_message`].
     Fragmented,
     /// A record header or index in shared memory is impossible; nothing was
     /// read outside the ring. Recreate the queue.
@@ -364,7 +364,7 @@ fn recv_io(e: RecvError) -> io::Error {
 /// Messages are byte strings of any length from 0 up to the maximum message
 /// size (default 16 MiB, set per process with
 /// [`Builder::max_message_size`]), including messages larger than the
-/// ring, which [`ByteProducer::send`] sends in fragments as the consumer
+/// ring, which [`Producer::send`] sends in fragments as the consumer
 /// drains them.
 ///
 /// ```
@@ -592,14 +592,14 @@ impl ByteRing {
     /// producer holds it). A new producer continues where the last stopped;
     /// if that one died in the middle of a fragmented message, the consumer
     /// gets [`RecvError::Truncated`] for it.
-    pub fn producer(&self) -> Result<ByteProducer, Error> {
+    pub fn producer(&self) -> Result<Producer, Error> {
         let att = self.ring.attach(PRODUCER, CONSUMER, Role::Producer)?;
         let lim = self.limits();
         let h = self.ring.header();
         let head = h.head.value.load(Ordering::Acquire);
         let tail = h.tail.value.load(Ordering::Acquire);
         check_positions(head, tail, lim.cap)?;
-        Ok(ByteProducer {
+        Ok(Producer {
             local: ProducerLocal {
                 head,
                 off: (head % lim.cap as u64) as usize,
@@ -616,12 +616,12 @@ impl ByteRing {
     /// consumer holds it). A new consumer resumes at the last released
     /// record; if its predecessor stopped inside a fragmented message, the
     /// rest of that message is reported as [`RecvError::Truncated`].
-    pub fn consumer(&self) -> Result<ByteConsumer, Error> {
+    pub fn consumer(&self) -> Result<Consumer, Error> {
         let att = self.ring.attach(CONSUMER, PRODUCER, Role::Consumer)?;
         let lim = self.limits();
         let tail = self.ring.header().tail.value.load(Ordering::Acquire);
         check_tail(tail)?;
-        Ok(ByteConsumer {
+        Ok(Consumer {
             local: ConsumerLocal {
                 tail,
                 off: (tail % lim.cap as u64) as usize,
@@ -642,7 +642,7 @@ impl ByteRing {
     }
 
     /// The largest payload of one record (`capacity - 8`): the most
-    /// [`ByteProducer::reserve`] and [`ByteProducer::try_send`] take.
+    /// [`Producer::reserve`] and [`Producer::try_send`] take.
     pub fn max_record_payload(&self) -> usize {
         self.limits().max_record
     }
@@ -683,7 +683,7 @@ struct ProducerLocal {
     reap: Throttle,
 }
 
-/// Room for one record, from [`ByteProducer::try_claim`]: its header goes
+/// Room for one record, from [`Producer::try_claim`]: its header goes
 /// at `at` (= the producer's offset), its payload (up to `room` bytes) at
 /// `at + 8`. Nothing is visible to the consumer until it is published.
 #[derive(Clone, Copy, Debug)]
@@ -694,16 +694,16 @@ struct Claim {
 
 /// The writing end of a [`ByteRing`]. `Send`: move it to the thread that
 /// produces.
-pub struct ByteProducer {
+pub struct Producer {
     local: ProducerLocal,
     lim: Limits,
     spin: u32,
     att: Attachment,
 }
 
-impl fmt::Debug for ByteProducer {
+impl fmt::Debug for Producer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ByteProducer")
+        f.debug_struct("bytes::Producer")
             .field("name", &self.att.ring().name())
             .field("head", &self.local.head)
             .field("cached_tail", &self.local.cached_tail)
@@ -711,7 +711,7 @@ impl fmt::Debug for ByteProducer {
     }
 }
 
-impl ByteProducer {
+impl Producer {
     /// Whether `need` bytes from our head are free, refreshing the cached
     /// tail once if the cache says no. `Disconnected` if there is no room
     /// and the consumer is gone.
@@ -859,7 +859,7 @@ impl ByteProducer {
     /// Send `msg` as one record without blocking: [`SendError::Full`] if
     /// there is no room now. Messages longer than one record
     /// ([`ByteRing::max_record_payload`]) are refused with
-    /// [`SendError::TooLarge`]: use [`ByteProducer::send`] for those.
+    /// [`SendError::TooLarge`]: use [`Producer::send`] for those.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         self.too_large(msg.len())?;
         if msg.len() > self.lim.max_record {
@@ -888,7 +888,7 @@ impl ByteProducer {
         self.send_until(msg, None)
     }
 
-    /// Like [`ByteProducer::send`], giving up after `timeout`
+    /// Like [`Producer::send`], giving up after `timeout`
     /// ([`SendError::Timeout`]).
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_until(msg, Some(Deadline::after(timeout)))
@@ -961,14 +961,14 @@ impl ByteProducer {
         Ok(RecordWriter { p: self, claim })
     }
 
-    /// Like [`ByteProducer::try_reserve`], waiting for room.
+    /// Like [`Producer::try_reserve`], waiting for room.
     pub fn reserve(&mut self, len: usize) -> Result<RecordWriter<'_>, SendError> {
         self.check_reserve(len)?;
         let claim = self.claim_until(len, None)?;
         Ok(RecordWriter { p: self, claim })
     }
 
-    /// Like [`ByteProducer::reserve`], giving up after `timeout`.
+    /// Like [`Producer::reserve`], giving up after `timeout`.
     pub fn reserve_timeout(
         &mut self,
         len: usize,
@@ -1003,7 +1003,7 @@ impl ByteProducer {
         MessageWriter::new(self, None)
     }
 
-    /// Like [`ByteProducer::write_message`]; every wait of this message
+    /// Like [`Producer::write_message`]; every wait of this message
     /// gives up at `timeout` from now.
     pub fn write_message_timeout(&mut self, timeout: Duration) -> MessageWriter<'_> {
         MessageWriter::new(self, Some(Deadline::after(timeout)))
@@ -1035,7 +1035,7 @@ impl ByteProducer {
     }
 }
 
-impl Drop for ByteProducer {
+impl Drop for Producer {
     fn drop(&mut self) {
         if !self.att.owned_here() {
             return; // a forked child's copy (liveness.rs, "Fork")
@@ -1055,7 +1055,7 @@ impl Drop for ByteProducer {
 /// through [`RecordWriter::as_mut_ptr`], or with the `unsafe`
 /// [`RecordWriter::as_mut_slice`].
 pub struct RecordWriter<'a> {
-    p: &'a mut ByteProducer,
+    p: &'a mut Producer,
     claim: Claim,
 }
 
@@ -1152,7 +1152,7 @@ impl RecordWriter<'_> {
 }
 
 /// A message of any length written through [`std::io::Write`], from
-/// [`ByteProducer::write_message`].
+/// [`Producer::write_message`].
 ///
 /// Bytes are written straight into reserved ring space, one fragment at a
 /// time (up to half the ring, less when the ring is busy and the write is
@@ -1160,7 +1160,7 @@ impl RecordWriter<'_> {
 /// write needs room, [`Write::flush`](std::io::Write::flush) publishes the
 /// current one early. [`MessageWriter::finish`] publishes the last one. The
 /// consumer sees the message only as a whole, or, with
-/// [`ByteConsumer::read_message`], streams it as it arrives.
+/// [`Consumer::read_message`], streams it as it arrives.
 ///
 /// Dropped without `finish`, the message is ended as if finished (waiting
 /// for room if needed) — unless the thread is panicking or a write failed,
@@ -1168,7 +1168,7 @@ impl RecordWriter<'_> {
 /// A message beyond the maximum message size fails the write that crosses
 /// it with `InvalidInput` and is aborted.
 pub struct MessageWriter<'a> {
-    p: &'a mut ByteProducer,
+    p: &'a mut Producer,
     /// The fragment being filled, and how many bytes it holds.
     cur: Option<Claim>,
     filled: usize,
@@ -1190,7 +1190,7 @@ impl fmt::Debug for MessageWriter<'_> {
 }
 
 impl<'a> MessageWriter<'a> {
-    fn new(p: &'a mut ByteProducer, deadline: Option<Deadline>) -> Self {
+    fn new(p: &'a mut Producer, deadline: Option<Deadline>) -> Self {
         MessageWriter {
             p,
             cur: None,
@@ -1417,7 +1417,7 @@ enum Sink<'b> {
 
 /// The reading end of a [`ByteRing`]. `Send`: move it to the thread that
 /// consumes.
-pub struct ByteConsumer {
+pub struct Consumer {
     local: ConsumerLocal,
     lim: Limits,
     spin: u32,
@@ -1428,9 +1428,9 @@ pub struct ByteConsumer {
     att: Attachment,
 }
 
-impl fmt::Debug for ByteConsumer {
+impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ByteConsumer")
+        f.debug_struct("bytes::Consumer")
             .field("name", &self.att.ring().name())
             .field("tail", &self.local.tail)
             .field("cached_head", &self.local.cached_head)
@@ -1455,7 +1455,7 @@ fn load_head(att: &Attachment, tail: u64, cap: usize) -> Result<u64, RecvError> 
     Ok(head)
 }
 
-impl ByteConsumer {
+impl Consumer {
     /// Give the first `size` bytes at our tail back to the producer.
     #[inline]
     fn release(&mut self, size: usize) {
@@ -1768,7 +1768,7 @@ impl ByteConsumer {
             .map(|_| ())
     }
 
-    /// Like [`ByteConsumer::recv`], giving up after `timeout`
+    /// Like [`Consumer::recv`], giving up after `timeout`
     /// ([`RecvError::Timeout`]; fragments received so far are kept for the
     /// next call).
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<(), RecvError> {
@@ -1799,7 +1799,7 @@ impl ByteConsumer {
         self.wait_for(None, |c| c.step(&mut Sink::Slice(&mut *buf)))
     }
 
-    /// Like [`ByteConsumer::recv_into`], without blocking
+    /// Like [`Consumer::recv_into`], without blocking
     /// ([`RecvError::Empty`] if no complete message is there yet).
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         match self.step(&mut Sink::Slice(buf))? {
@@ -1808,7 +1808,7 @@ impl ByteConsumer {
         }
     }
 
-    /// Like [`ByteConsumer::recv_into`], giving up after `timeout`.
+    /// Like [`Consumer::recv_into`], giving up after `timeout`.
     pub fn recv_into_timeout(
         &mut self,
         buf: &mut [u8],
@@ -1840,7 +1840,7 @@ impl ByteConsumer {
     /// Only messages in one record (as sent by `try_send`, `reserve`, or
     /// `send` of up to half the ring) can be read in place; for a
     /// fragmented one this returns [`RecvError::Fragmented`] and leaves it
-    /// for [`ByteConsumer::recv`] or [`ByteConsumer::read_message`].
+    /// for [`Consumer::recv`] or [`Consumer::read_message`].
     pub fn try_read(&mut self) -> Result<RecordReader<'_>, RecvError> {
         match self.try_read_rec()? {
             Some(rec) => Ok(RecordReader { c: self, rec }),
@@ -1848,13 +1848,13 @@ impl ByteConsumer {
         }
     }
 
-    /// Like [`ByteConsumer::try_read`], waiting for a message.
+    /// Like [`Consumer::try_read`], waiting for a message.
     pub fn read(&mut self) -> Result<RecordReader<'_>, RecvError> {
         let rec = self.wait_for(None, |c| c.try_read_rec())?;
         Ok(RecordReader { c: self, rec })
     }
 
-    /// Like [`ByteConsumer::read`], giving up after `timeout`.
+    /// Like [`Consumer::read`], giving up after `timeout`.
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<RecordReader<'_>, RecvError> {
         let rec = self.wait_for(Some(Deadline::after(timeout)), |c| c.try_read_rec())?;
         Ok(RecordReader { c: self, rec })
@@ -1868,13 +1868,13 @@ impl ByteConsumer {
     /// [`RecvError::Truncated`]: a cut-off message never reads as complete.
     /// Dropping the reader early skips the rest of the message.
     ///
-    /// Errors before the first byte (as for [`ByteConsumer::recv`]) are
+    /// Errors before the first byte (as for [`Consumer::recv`]) are
     /// returned here.
     pub fn read_message(&mut self) -> Result<MessageReader<'_>, RecvError> {
         self.start_reader(None)
     }
 
-    /// Like [`ByteConsumer::read_message`]; waiting for the message and
+    /// Like [`Consumer::read_message`]; waiting for the message and
     /// every read of it give up at `timeout` from now.
     pub fn read_message_timeout(
         &mut self,
@@ -1937,7 +1937,7 @@ impl ByteConsumer {
     }
 }
 
-impl Drop for ByteConsumer {
+impl Drop for Consumer {
     fn drop(&mut self) {
         if !self.att.owned_here() {
             return; // a forked child's copy (liveness.rs, "Fork")
@@ -1948,7 +1948,7 @@ impl Drop for ByteConsumer {
     }
 }
 
-/// A one-record message read in place, from [`ByteConsumer::try_read`].
+/// A one-record message read in place, from [`Consumer::try_read`].
 /// Released to the producer (its space reused) when dropped or
 /// [`RecordReader::release`]d.
 ///
@@ -1958,7 +1958,7 @@ impl Drop for ByteConsumer {
 /// [`RecordReader::to_vec`]), read through [`RecordReader::as_ptr`], or use
 /// the `unsafe` [`RecordReader::as_slice`].
 pub struct RecordReader<'a> {
-    c: &'a mut ByteConsumer,
+    c: &'a mut Consumer,
     rec: Rec,
 }
 
@@ -2052,12 +2052,12 @@ impl Drop for RecordReader<'_> {
 }
 
 /// One message read with [`std::io::Read`] as it arrives, from
-/// [`ByteConsumer::read_message`]. `read` returns `Ok(0)` at the end of
+/// [`Consumer::read_message`]. `read` returns `Ok(0)` at the end of
 /// the message; a message abandoned part-way fails with `UnexpectedEof`
 /// ([`RecvError::Truncated`] inside), one beyond the maximum message size
 /// with `InvalidData` ([`RecvError::TooLarge`]).
 pub struct MessageReader<'a> {
-    c: &'a mut ByteConsumer,
+    c: &'a mut Consumer,
     /// Bytes already taken out of the ring (a message assembled by an
     /// earlier call), read first.
     pre: Vec<u8>,
@@ -2212,7 +2212,7 @@ mod tests {
         }
     }
 
-    fn pair(name: &Name, cap: usize) -> (ByteProducer, ByteConsumer) {
+    fn pair(name: &Name, cap: usize) -> (Producer, Consumer) {
         let q = ByteRing::create(&name.0, cap).unwrap();
         (q.producer().unwrap(), q.consumer().unwrap())
     }

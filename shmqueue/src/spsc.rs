@@ -331,7 +331,7 @@ pub struct Producer<T> {
 
 impl<T> fmt::Debug for Producer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Producer")
+        f.debug_struct("spsc::Producer")
             .field("name", &self.att.ring().name())
             .field("in", &self.local.in_)
             .field("cached_out", &self.local.cached_out)
@@ -796,7 +796,7 @@ pub struct Consumer<T> {
 
 impl<T> fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer")
+        f.debug_struct("spsc::Consumer")
             .field("name", &self.att.ring().name())
             .field("out", &self.local.out)
             .field("cached_in", &self.local.cached_in)
