@@ -467,6 +467,34 @@ impl Builder {
 
     crate::options::shared_builder_options!();
 
+    crate::options::memfd_builder_entry_points!(
+        ByteRing,
+        expected = |b: &Self| b.expected(),
+        wrap = |b: &Self, ring: Ring| b.wrap(ring),
+    );
+
+    fn geometry(&self) -> Result<Geometry, Error> {
+        let e = self.expected();
+        Geometry::compute(
+            e.kind,
+            e.elem_size,
+            e.elem_align,
+            self.capacity,
+            1,
+            1,
+            e.schema,
+            0,
+        )
+    }
+
+    fn wrap(&self, ring: Ring) -> ByteRing {
+        ByteRing {
+            ring: Arc::new(ring),
+            spin: self.spin,
+            max_message: self.max_message,
+        }
+    }
+
     fn expected(&self) -> Expected {
         Expected {
             kind: QueueKind::Bytes,
@@ -480,23 +508,8 @@ impl Builder {
     /// Create a new segment named `name`; fails with
     /// [`Error::AlreadyExists`] if the name is taken.
     pub fn create(self, name: &str) -> Result<ByteRing, Error> {
-        let e = self.expected();
-        let geom = Geometry::compute(
-            e.kind,
-            e.elem_size,
-            e.elem_align,
-            self.capacity,
-            1,
-            1,
-            e.schema,
-            0,
-        )?;
-        let ring = Ring::create(name, geom, &self.seg)?;
-        Ok(ByteRing {
-            ring: Arc::new(ring),
-            spin: self.spin,
-            max_message: self.max_message,
-        })
+        let ring = Ring::create(name, self.geometry()?, &self.seg)?;
+        Ok(self.wrap(ring))
     }
 
     /// Build the ring on the heap for loom model checking (only under
@@ -517,11 +530,7 @@ impl Builder {
     /// kind, schema tag, geometry).
     pub fn open(self, name: &str) -> Result<ByteRing, Error> {
         let ring = Ring::open(name, &self.expected(), &self.seg)?;
-        Ok(ByteRing {
-            ring: Arc::new(ring),
-            spin: self.spin,
-            max_message: self.max_message,
-        })
+        Ok(self.wrap(ring))
     }
 }
 
@@ -635,6 +644,8 @@ impl ByteRing {
             att,
         })
     }
+
+    crate::options::memfd_queue_methods!(ByteRing);
 
     /// Bytes of the data area.
     pub fn capacity(&self) -> usize {

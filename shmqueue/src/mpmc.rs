@@ -159,7 +159,7 @@ impl<T: Pod> Builder<T> {
     crate::options::shared_builder_options!();
 
     crate::options::memfd_builder_entry_points!(
-        Mpmc,
+        Mpmc<T>,
         expected = |b: &Self| b.expected(None),
         wrap = |b: &Self, ring: Ring| b.wrap(ring),
     );
@@ -292,7 +292,7 @@ impl<T: Pod> Mpmc<T> {
         Builder::default()
     }
 
-    crate::options::memfd_queue_methods!(Mpmc);
+    crate::options::memfd_queue_methods!(Mpmc<T>);
 
     /// Take a free registry entry of `role` (resolving a dead holder's
     /// claim on the way, see [`take_over`]) with its claim word reset.

@@ -7,7 +7,7 @@
 //! so every kind's builder documents and behaves identically. `memfd_builder_entry_points!` adds the memfd entry
 //! points (`create_memfd`, `open_fd`) to a builder and
 //! `memfd_queue_methods!` the queue's `dup_fd`, for any queue type backed
-//! by a `Ring` (a future byte ring included).
+//! by a `Ring` (typed queues as `Name<T>`, the byte ring as `ByteRing`).
 
 macro_rules! shared_builder_options {
     () => {
@@ -181,7 +181,23 @@ pub(crate) use shared_builder_options;
 /// opener checks, `wrap` turns `(&Self, Ring)` into the queue. The builder
 /// needs a `geometry(&self) -> Result<Geometry, Error>` and a `spin` field.
 macro_rules! memfd_builder_entry_points {
+    // Typed queues: a u64 example.
+    ($queue:ident<T>, expected = $expected:expr, wrap = $wrap:expr $(,)?) => {
+        crate::options::memfd_builder_entry_points!(
+            @ $queue, $queue<T>, "::<u64>", "tx.push(1)?;\nassert_eq!(rx.pop()?, 1);",
+            expected = $expected, wrap = $wrap
+        );
+    };
+    // The byte ring: a message example.
     ($queue:ident, expected = $expected:expr, wrap = $wrap:expr $(,)?) => {
+        crate::options::memfd_builder_entry_points!(
+            @ $queue, $queue, "",
+            "tx.send(b\"hi\")?;\nlet mut buf = Vec::new();\nrx.recv(&mut buf)?;\nassert_eq!(buf, b\"hi\");",
+            expected = $expected, wrap = $wrap
+        );
+    };
+    (@ $queue:ident, $ty:ty, $tf:literal, $roundtrip:literal,
+     expected = $expected:expr, wrap = $wrap:expr) => {
         /// Create the queue in an unnamed memfd instead of a named segment.
         ///
         /// The memfd is sized and then sealed with `F_SEAL_SHRINK`,
@@ -196,15 +212,14 @@ macro_rules! memfd_builder_entry_points {
         ///
         /// ```
         #[doc = concat!("use shmqueue::", stringify!($queue), ";")]
-        #[doc = concat!("let q = ", stringify!($queue), "::<u64>::builder().capacity(64).create_memfd()?;")]
+        #[doc = concat!("let q = ", stringify!($queue), $tf, "::builder().capacity(64).create_memfd()?;")]
         /// let mut tx = q.producer()?;
-        #[doc = concat!("let peer = ", stringify!($queue), "::<u64>::builder().open_fd(q.dup_fd()?)?;")]
+        #[doc = concat!("let peer = ", stringify!($queue), $tf, "::builder().open_fd(q.dup_fd()?)?;")]
         /// let mut rx = peer.consumer()?;
-        /// tx.push(1)?;
-        /// assert_eq!(rx.pop()?, 1);
+        #[doc = $roundtrip]
         /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
-        pub fn create_memfd(self) -> Result<$queue<T>, crate::Error> {
+        pub fn create_memfd(self) -> Result<$ty, crate::Error> {
             let ring = crate::ring::Ring::create_memfd(self.geometry()?, &self.seg)?;
             Ok(($wrap)(&self, ring))
         }
@@ -224,17 +239,17 @@ macro_rules! memfd_builder_entry_points {
         ///
         /// ```
         #[doc = concat!("use shmqueue::{", stringify!($queue), ", Error};")]
-        #[doc = concat!("let q = ", stringify!($queue), "::<u64>::builder().create_memfd()?;")]
-        #[doc = concat!("let ok = ", stringify!($queue), "::<u64>::builder().open_fd(q.dup_fd()?)?;")]
+        #[doc = concat!("let q = ", stringify!($queue), $tf, "::builder().create_memfd()?;")]
+        #[doc = concat!("let ok = ", stringify!($queue), $tf, "::builder().open_fd(q.dup_fd()?)?;")]
         /// // A descriptor that is not a sealed memfd is refused.
         /// let (r, _w) = nix::unistd::pipe().expect("pipe");
         /// assert!(matches!(
-        #[doc = concat!("    ", stringify!($queue), "::<u64>::builder().open_fd(r),")]
+        #[doc = concat!("    ", stringify!($queue), $tf, "::builder().open_fd(r),")]
         ///     Err(Error::NotSealed { .. })
         /// ));
         /// # Ok::<(), Error>(())
         /// ```
-        pub fn open_fd(self, fd: std::os::fd::OwnedFd) -> Result<$queue<T>, crate::Error> {
+        pub fn open_fd(self, fd: std::os::fd::OwnedFd) -> Result<$ty, crate::Error> {
             let ring = crate::ring::Ring::open_fd(fd, &($expected)(&self), &self.seg)?;
             Ok(($wrap)(&self, ring))
         }
@@ -246,7 +261,13 @@ pub(crate) use memfd_builder_entry_points;
 /// Queue methods for handing the segment's descriptor on. The queue type
 /// needs a `ring: Arc<Ring>` field.
 macro_rules! memfd_queue_methods {
+    ($queue:ident<T>) => {
+        crate::options::memfd_queue_methods!(@ $queue, "::<u64>");
+    };
     ($queue:ident) => {
+        crate::options::memfd_queue_methods!(@ $queue, "");
+    };
+    (@ $queue:ident, $tf:literal) => {
         /// A new descriptor for this queue's segment (close-on-exec), to hand
         /// to another process with [`memfd::send_fd`](crate::memfd::send_fd)
         /// or [`memfd::inherit_fd`](crate::memfd::inherit_fd).
@@ -257,7 +278,7 @@ macro_rules! memfd_queue_methods {
         ///
         /// ```
         /// use std::os::fd::AsRawFd;
-        #[doc = concat!("let q = shmqueue::", stringify!($queue), "::<u64>::builder().create_memfd()?;")]
+        #[doc = concat!("let q = shmqueue::", stringify!($queue), $tf, "::builder().create_memfd()?;")]
         /// let fd = q.dup_fd()?;
         /// assert!(fd.as_raw_fd() > 2);
         /// # Ok::<(), shmqueue::Error>(())

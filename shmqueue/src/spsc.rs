@@ -140,7 +140,7 @@ impl<T: Pod> Builder<T> {
     crate::options::shared_builder_options!();
 
     crate::options::memfd_builder_entry_points!(
-        Spsc,
+        Spsc<T>,
         expected = |b: &Self| b.expected(),
         wrap = |b: &Self, ring: Ring| Spsc {
             ring: Arc::new(ring),
@@ -226,7 +226,7 @@ impl<T: Pod> Spsc<T> {
         Builder::default()
     }
 
-    crate::options::memfd_queue_methods!(Spsc);
+    crate::options::memfd_queue_methods!(Spsc<T>);
 
     /// Claim the producer role. Fails with [`Error::RoleTaken`] while another
     /// live producer holds it (in any process); succeeds again once it is
