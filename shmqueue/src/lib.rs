@@ -58,6 +58,8 @@
 #![cfg_attr(shmqueue_loom, allow(dead_code, unused_imports))]
 
 pub mod bytes;
+#[doc(hidden)]
+pub mod copy;
 mod error;
 mod header;
 pub mod inspect;

@@ -837,14 +837,16 @@ impl Attachment {
         #[cfg(not(shmqueue_loom))]
         // SAFETY: in bounds by the contract and the checked geometry
         // (value_offset + size <= stride); aligned because the array start,
-        // the stride and value_offset are multiples of the alignment; a raw
-        // write, never a `&mut T` over shared memory.
+        // the stride and value_offset are multiples of the alignment; a
+        // copy through a raw pointer, never a `&mut T` over shared memory.
         unsafe {
-            self.slots
-                .as_ptr()
-                .add(i * self.stride + self.value_offset)
-                .cast::<T>()
-                .write(value)
+            crate::copy::store_value(
+                self.slots
+                    .as_ptr()
+                    .add(i * self.stride + self.value_offset)
+                    .cast::<T>(),
+                value,
+            )
         }
     }
 
@@ -863,11 +865,12 @@ impl Attachment {
         #[cfg(not(shmqueue_loom))]
         // SAFETY: as in write_value; any bytes are a valid `T: Pod`.
         unsafe {
-            self.slots
-                .as_ptr()
-                .add(i * self.stride + self.value_offset)
-                .cast::<T>()
-                .read()
+            crate::copy::load_value(
+                self.slots
+                    .as_ptr()
+                    .add(i * self.stride + self.value_offset)
+                    .cast::<T>(),
+            )
         }
     }
 
@@ -923,9 +926,10 @@ impl Attachment {
         #[cfg(not(shmqueue_loom))]
         // SAFETY: in bounds by the contract; aligned because slots_offset
         // and slot_stride are multiples of the alignment and the base is
-        // page-aligned; a raw write, never a `&mut T` over shared memory.
+        // page-aligned; a copy through a raw pointer, never a `&mut T` over
+        // shared memory.
         unsafe {
-            self.slot::<T>(i).write(value)
+            crate::copy::store_value(self.slot::<T>(i), value)
         }
     }
 
@@ -945,7 +949,7 @@ impl Attachment {
         // SAFETY: in bounds and aligned as above; `T: Pod` is valid for any
         // bytes, so even a hostile peer's bytes make a valid `T`.
         unsafe {
-            self.slot::<T>(i).read()
+            crate::copy::load_value(self.slot::<T>(i))
         }
     }
 
