@@ -811,7 +811,8 @@ impl Attachment {
         #[cfg(not(shmqueue_loom))]
         // SAFETY: only mpmc.rs calls this, on rings whose validated kind is
         // MPMC, whose geometry starts every slot with an 8-byte sequence word
-        // (slot stride >= 16, a multiple of 8). Slot i starts i * stride
+        // (slot stride >= 8 and a multiple of 8: exactly 8 for a zero-sized
+        // `T`, as in `Mpmc<()>`). Slot i starts i * stride
         // bytes into the slot array, which holds buffer_size slots inside the
         // mapping (checked geometry); the array start is 128-aligned; the
         // word is an atomic, valid for any bytes.

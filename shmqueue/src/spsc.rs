@@ -312,6 +312,12 @@ fn next(i: usize, buffer_size: usize) -> usize {
     }
 }
 
+/// The producer's private view of the ring.
+///
+/// Invariant (the `unsafe` slot writes rely on it): `in_ < buffer_size` and
+/// `cached_out < buffer_size`, always. Both are set from indices that
+/// `check_index` bounded (at attach, and on every reload of `out`), and
+/// `in_` only moves by `next`/`advance`, which wrap below `buffer_size`.
 struct ProducerLocal {
     /// Our `in`: we are its only writer, so it is never re-read.
     in_: usize,
@@ -777,6 +783,12 @@ impl<T> Drop for Producer<T> {
     }
 }
 
+/// The consumer's private view of the ring.
+///
+/// Invariant (the `unsafe` slot reads rely on it): `out < buffer_size` and
+/// `cached_in < buffer_size`, always, for the same reasons as
+/// [`ProducerLocal`]'s: set from bounded indices (`check_index`, `load_in`),
+/// moved only by wrapping arithmetic below `buffer_size`.
 struct ConsumerLocal {
     /// Our `out`: we are its only writer.
     out: usize,
