@@ -72,13 +72,16 @@ use std::fs::OpenOptions;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use shmqueue::{mpmc, spsc, BatchError, Error, Mpmc, PopError, PushError, Spsc, TryPushError};
+use shmqueue::probe::{ClaimProbe, MpmcProbe};
+use shmqueue::{
+    mpmc, spsc, BatchError, Error, Mpmc, PopError, PushError, Role, Spsc, TryPushError,
+};
 
 use crate::Res;
 
@@ -787,125 +790,28 @@ struct ClaimKills {
 const TARGET_TRIES: u32 = 100;
 const TARGET_BUDGET: Duration = Duration::from_millis(30);
 
-/// A read-only mapping of an MPMC segment, for the supervisor to see where a
-/// stopped victim is. It reads the header, registry and slot sequence words
-/// at the offsets of layout version 1 (DESIGN.md, "Memory layout"), and
-/// gives up (no claim information) on any other layout.
-struct Peek {
-    map: memmap2::MmapRaw,
-    cap: u64,
-    slots: u64,
-    stride: u64,
-    producer_entries: u32,
-    entries: u32,
-}
-
-const CLAIM_ACTIVE: u64 = 1 << 63;
-const SKIP: u64 = 1 << 63;
+/// Where a stopped victim is in its MPMC claim, read by the library's own
+/// probe (`shmqueue::probe`), which takes the layout and the slot-sequence
+/// encoding from the header module: nothing here knows an offset.
+struct Peek(MpmcProbe);
 
 impl Peek {
     fn open(name: &str) -> Option<Peek> {
-        let path = format!("/dev/shm/{}", name.trim_start_matches('/'));
-        let f = std::fs::File::open(path).ok()?;
-        let map = memmap2::MmapOptions::new().map_raw_read_only(&f).ok()?;
-        let mut p = Peek {
-            map,
-            cap: 0,
-            slots: 0,
-            stride: 0,
-            producer_entries: 0,
-            entries: 0,
-        };
-        let len = p.map.len() as u64;
-        if len < 512 || p.u64_at(0)? != u64::from_le_bytes(*b"SHMQUEUE") {
-            return None;
-        }
-        // Layout version 2, queue kind 2 (MPMC).
-        if p.u32_at(8)? != 2 || p.u32_at(12)? != 2 {
-            return None;
-        }
-        p.cap = p.u64_at(32)?;
-        p.slots = p.u64_at(64)?;
-        p.stride = p.u64_at(72)?;
-        p.entries = p.u32_at(80)?;
-        p.producer_entries = p.u32_at(96)?;
-        let fits = p.cap.checked_mul(p.stride)?.checked_add(p.slots)? <= len
-            && 512 + 128 * u64::from(p.entries) <= p.slots
-            && p.cap > 0
-            && p.stride % 8 == 0
-            && p.slots % 8 == 0;
-        fits.then_some(p)
-    }
-
-    fn u64_at(&self, off: u64) -> Option<u64> {
-        if off % 8 != 0 || off + 8 > self.map.len() as u64 {
-            return None;
-        }
-        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned).
-        // The words read here (header, registry, slot sequence words) are
-        // atomics in the library too, never written non-atomically; an
-        // atomic load of a natively supported size is sound on read-only
-        // memory. The mapping lives as long as `self`.
-        let a = unsafe { &*(self.map.as_ptr().add(off as usize) as *const AtomicU64) };
-        Some(a.load(Ordering::Acquire))
-    }
-
-    fn u32_at(&self, off: u64) -> Option<u32> {
-        if off % 4 != 0 || off + 4 > self.map.len() as u64 {
-            return None;
-        }
-        // SAFETY: as in u64_at, for a 4-aligned u32.
-        let a = unsafe { &*(self.map.as_ptr().add(off as usize) as *const AtomicU32) };
-        Some(a.load(Ordering::Acquire))
-    }
-
-    fn entry(&self, i: u32) -> u64 {
-        512 + 128 * u64::from(i)
+        MpmcProbe::open(name).ok().map(Peek)
     }
 
     /// What the stopped process `pid`, an endpoint of `role`, holds.
     fn claim_of(&self, pid: u32, role: R) -> Claim {
-        self.try_claim_of(pid, role).unwrap_or(Claim::None)
-    }
-
-    fn try_claim_of(&self, pid: u32, role: R) -> Option<Claim> {
-        let range = match role {
-            R::Producer => 0..self.producer_entries,
-            R::Consumer => self.producer_entries..self.entries,
+        let role = match role {
+            R::Producer => Role::Producer,
+            R::Consumer => Role::Consumer,
         };
-        let me = range.clone().find(|&i| {
-            self.u32_at(self.entry(i)).is_some_and(|s| s & 3 == 1)
-                && self.u32_at(self.entry(i) + 4) == Some(pid)
-        })?;
-        let claim = self.u64_at(self.entry(me) + 8)?;
-        if claim & CLAIM_ACTIVE == 0 {
-            return Some(Claim::None);
+        match self.0.claim_of(pid, role) {
+            ClaimProbe::Won => Claim::Won,
+            ClaimProbe::Pending => Claim::Pending,
+            ClaimProbe::Ambiguous => Claim::Ambiguous,
+            _ => Claim::None,
         }
-        let pos = claim & !CLAIM_ACTIVE;
-        // Order matters: the index first (it synchronises with the winning
-        // CAS, so the winner's claim is visible), then the other claims,
-        // then the slot. A winner that has since published has also
-        // cleared its claim, after its publication.
-        let index = self.u64_at(match role {
-            R::Producer => 128,
-            R::Consumer => 256,
-        })?;
-        if pos >= index {
-            return Some(Claim::Pending);
-        }
-        if range
-            .filter(|&i| i != me)
-            .any(|i| self.u64_at(self.entry(i) + 8) == Some(claim))
-        {
-            return Some(Claim::Ambiguous);
-        }
-        let seq = self.u64_at(self.slots + self.stride * (pos % self.cap))?;
-        // Layout version 2: free for p is 2p, published for p is 2p + 1.
-        let held = match role {
-            R::Producer => seq == pos << 1,
-            R::Consumer => seq & !SKIP == (pos << 1) | 1,
-        };
-        Some(if held { Claim::Won } else { Claim::Pending })
     }
 }
 

@@ -68,6 +68,8 @@ pub mod memfd;
 pub mod mpmc;
 mod name;
 mod options;
+#[cfg(not(shmqueue_loom))]
+pub mod probe;
 mod ring;
 mod segment;
 pub mod spsc;
