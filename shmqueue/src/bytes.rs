@@ -46,7 +46,8 @@ use crate::error::{Corruption, Role};
 use crate::header::{
     Expected, Geometry, QueueKind, BYTE_RECORD_ALIGN, MAX_POSITION, STATUS_DETACHED, STATUS_MASK,
 };
-use crate::ring::{Attachment, Fresh, Ring};
+use crate::mapping::Ring;
+use crate::registry::{Attachment, Fresh};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
 use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};

@@ -403,7 +403,7 @@ impl Geometry {
                 (capacity, value_offset, stride)
             }
             // A byte ring is `capacity` bytes of 8-byte-aligned records; the
-            // "slots" are its bytes (see byte_ring.rs).
+            // "slots" are its bytes (see bytes.rs).
             QueueKind::Bytes => {
                 if capacity < MIN_BYTE_CAPACITY || capacity % BYTE_RECORD_ALIGN != 0 {
                     return Err(Error::InvalidArgument {

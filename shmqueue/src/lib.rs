@@ -64,14 +64,16 @@ mod error;
 mod header;
 pub mod inspect;
 mod liveness;
+mod mapping;
 pub mod memfd;
 pub mod mpmc;
 mod name;
 mod options;
 #[cfg(not(shmqueue_loom))]
 pub mod probe;
-mod ring;
+mod registry;
 mod segment;
+mod slots;
 pub mod spsc;
 mod sync;
 mod wait;

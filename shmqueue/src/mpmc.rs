@@ -47,7 +47,8 @@ use crate::header::mpmc_seq::{self, SKIP};
 use crate::header::{
     EndpointEntry, Expected, Geometry, QueueKind, CLAIM_ACTIVE, FLAG_PADDED_SLOTS,
 };
-use crate::ring::{Attachment, Ring, REAP_INTERVAL};
+use crate::mapping::Ring;
+use crate::registry::{Attachment, REAP_INTERVAL};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
 use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};

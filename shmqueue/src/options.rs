@@ -220,7 +220,7 @@ macro_rules! memfd_builder_entry_points {
         /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
         pub fn create_memfd(self) -> Result<$ty, crate::Error> {
-            let ring = crate::ring::Ring::create_memfd(self.geometry()?, &self.seg)?;
+            let ring = crate::mapping::Ring::create_memfd(self.geometry()?, &self.seg)?;
             Ok(($wrap)(&self, ring))
         }
 
@@ -250,7 +250,7 @@ macro_rules! memfd_builder_entry_points {
         /// # Ok::<(), Error>(())
         /// ```
         pub fn open_fd(self, fd: std::os::fd::OwnedFd) -> Result<$ty, crate::Error> {
-            let ring = crate::ring::Ring::open_fd(fd, &($expected)(&self), &self.seg)?;
+            let ring = crate::mapping::Ring::open_fd(fd, &($expected)(&self), &self.seg)?;
             Ok(($wrap)(&self, ring))
         }
     };

@@ -30,7 +30,8 @@ use crate::error::{
     WindowError,
 };
 use crate::header::{Expected, Geometry, QueueKind, STATUS_DETACHED, STATUS_MASK};
-use crate::ring::{Attachment, Fresh, Ring};
+use crate::mapping::Ring;
+use crate::registry::{Attachment, Fresh};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
 use crate::wait::{keep_trying, Deadline, Throttle, TimedOut, DEFAULT_SPIN};
