@@ -70,6 +70,7 @@ mod ring;
 mod segment;
 pub mod spsc;
 mod sync;
+mod sys;
 mod wait;
 
 pub use byte_ring::{ByteRing, RecvError, SendError};
