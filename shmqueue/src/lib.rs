@@ -76,6 +76,7 @@ mod segment;
 mod slots;
 pub mod spsc;
 mod sync;
+mod sys;
 mod wait;
 
 pub use bytes::{ByteRing, RecvError, SendError};

@@ -62,12 +62,11 @@
 //! unlinks; an opener that arrives then waits for it (bounded) and finds the
 //! file unlinked (`st_nlink == 0`), which it reports as `NotFound`.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use nix::errno::Errno;
-use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
-use nix::sys::stat::Mode;
+use rustix::io::Errno;
 
+use crate::sys::ofd::{self, Lock};
 use crate::Error;
 
 fn io(op: &'static str, e: Errno) -> Error {
@@ -113,24 +112,7 @@ pub(crate) fn watch_forks() {
 
 /// The byte whose shared OFD lock every handle holds (see the module docs):
 /// one past the largest registry index a `u32` can name.
-pub(crate) const HANDLE_BYTE: libc::off_t = 1 << 32;
-
-fn lock_range(kind: libc::c_int, index: u32) -> libc::flock {
-    lock_bytes(kind, libc::off_t::from(index), 1)
-}
-
-/// A lock request for `len` bytes from `start` (`len` 0: to the end of any
-/// possible file).
-fn lock_bytes(kind: libc::c_int, start: libc::off_t, len: libc::off_t) -> libc::flock {
-    libc::flock {
-        l_type: kind as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: start,
-        l_len: len,
-        // OFD locks require l_pid = 0.
-        l_pid: 0,
-    }
-}
+pub(crate) const HANDLE_BYTE: u64 = 1 << 32;
 
 /// A held liveness token; dropping it releases the lock.
 #[derive(Debug)]
@@ -140,31 +122,22 @@ pub(crate) struct Token {
 
 /// Take the token for entry `index`, or `None` if a live endpoint holds it.
 pub(crate) fn acquire(segment: BorrowedFd<'_>, index: u32) -> Result<Option<Token>, Error> {
-    let path = format!("/proc/self/fd/{}", segment.as_raw_fd());
-    let fd = open(
-        path.as_str(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| {
+    let fd = ofd::reopen(segment).map_err(|e| {
         io(
             "re-open segment through /proc/self/fd (is /proc mounted?)",
             e,
         )
     })?;
-    let lock = lock_range(libc::F_WRLCK, index);
-    match fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock)) {
-        Ok(_) => Ok(Some(Token { _fd: fd })),
-        Err(Errno::EAGAIN) | Err(Errno::EACCES) => Ok(None),
+    match ofd::try_lock(fd.as_fd(), Lock::Write, u64::from(index), 1) {
+        Ok(true) => Ok(Some(Token { _fd: fd })),
+        Ok(false) => Ok(None),
         Err(e) => Err(io("fcntl(F_OFD_SETLK)", e)),
     }
 }
 
 /// Whether some open file description (in any process) holds entry `index`.
 pub(crate) fn is_held(segment: BorrowedFd<'_>, index: u32) -> Result<bool, Error> {
-    let mut lock = lock_range(libc::F_WRLCK, index);
-    fcntl(segment, FcntlArg::F_OFD_GETLK(&mut lock)).map_err(|e| io("fcntl(F_OFD_GETLK)", e))?;
-    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+    ofd::is_locked(segment, u64::from(index), 1).map_err(|e| io("fcntl(F_OFD_GETLK)", e))
 }
 
 /// Take the handle's shared lock on [`HANDLE_BYTE`] with the segment's own
@@ -175,11 +148,10 @@ pub(crate) fn hold_handle(
     segment: BorrowedFd<'_>,
     deadline: std::time::Instant,
 ) -> Result<bool, Error> {
-    let lock = lock_bytes(libc::F_RDLCK, HANDLE_BYTE, 1);
     loop {
-        match fcntl(segment, FcntlArg::F_OFD_SETLK(&lock)) {
-            Ok(_) => return Ok(true),
-            Err(Errno::EAGAIN) | Err(Errno::EACCES) | Err(Errno::EINTR) => {}
+        match ofd::try_lock(segment, Lock::Read, HANDLE_BYTE, 1) {
+            Ok(true) => return Ok(true),
+            Ok(false) | Err(Errno::INTR) => {}
             Err(e) => return Err(io("fcntl(F_OFD_SETLK) on the handle byte", e)),
         }
         if std::time::Instant::now() >= deadline {
@@ -201,22 +173,16 @@ pub(crate) fn any_lock_held(fd: BorrowedFd<'_>) -> Result<bool, Error> {
     probe(fd, 0, 0)
 }
 
-fn probe(fd: BorrowedFd<'_>, start: libc::off_t, len: libc::off_t) -> Result<bool, Error> {
-    // Asking for a write lock reports read and write locks alike; GETLK
-    // needs no write access to the descriptor.
-    let mut lock = lock_bytes(libc::F_WRLCK, start, len);
-    fcntl(fd, FcntlArg::F_OFD_GETLK(&mut lock)).map_err(|e| io("fcntl(F_OFD_GETLK)", e))?;
-    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+fn probe(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<bool, Error> {
+    ofd::is_locked(fd, start, len).map_err(|e| io("fcntl(F_OFD_GETLK)", e))
 }
 
 /// Take a write lock on the whole file with `fd` (opened read-write), or
 /// `Ok(false)` if anyone else holds any lock on it. Held until `fd`'s
 /// description closes. The remover's proof that nobody uses the segment.
 pub(crate) fn lock_whole_file(fd: BorrowedFd<'_>) -> Result<bool, Error> {
-    let lock = lock_bytes(libc::F_WRLCK, 0, 0);
-    match fcntl(fd, FcntlArg::F_OFD_SETLK(&lock)) {
-        Ok(_) => Ok(true),
-        Err(Errno::EAGAIN) | Err(Errno::EACCES) => Ok(false),
+    match ofd::try_lock(fd, Lock::Write, 0, 0) {
+        Ok(taken) => Ok(taken),
         Err(e) => Err(io("fcntl(F_OFD_SETLK) on the whole segment", e)),
     }
 }

@@ -13,20 +13,18 @@
 //! with `SIGBUS`.
 //!
 //! This module owns the mapping's lifetime; `ring.rs` interprets its bytes.
+//! The system calls are in `sys/` (`sys/shm.rs`, `sys/mm.rs`,
+//! `sys/memfd.rs`); this module orders them.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
-use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::mman::{shm_open, shm_unlink};
-use nix::sys::stat::{fchmod, fstat, FileStat, Mode, SFlag};
-use nix::unistd::{fchown, ftruncate, geteuid, Gid};
 
 use crate::header::HEADER_SIZE;
 use crate::name::validate_name;
+use crate::sys::mm::{madvise_hugepage, populate_write};
+use crate::sys::shm::{self, check_stat};
 use crate::Error;
 
 /// Options that govern how a segment is created or which segments `open`
@@ -75,13 +73,6 @@ impl Default for SegmentOptions {
     }
 }
 
-fn io(op: &'static str, e: Errno) -> Error {
-    Error::Io {
-        op,
-        source: std::io::Error::from(e),
-    }
-}
-
 /// A mapped shared-memory object.
 pub(crate) struct Segment {
     map: MmapRaw,
@@ -98,15 +89,6 @@ impl std::fmt::Debug for Segment {
     }
 }
 
-fn c_name(name: &str) -> Result<CString, Error> {
-    validate_name(name)?;
-    // validate_name rejected interior NULs.
-    CString::new(name).map_err(|_| Error::InvalidName {
-        name: name.into(),
-        rule: "must not contain a NUL byte",
-    })
-}
-
 fn map(fd: &OwnedFd, len: usize, populate: bool) -> Result<MmapRaw, Error> {
     let mut o = MmapOptions::new();
     o.len(len);
@@ -118,51 +100,6 @@ fn map(fd: &OwnedFd, len: usize, populate: bool) -> Result<MmapRaw, Error> {
     }
     o.map_raw(fd)
         .map_err(|source| Error::Io { op: "mmap", source })
-}
-
-/// Reserve all `size` bytes of the file now (`fallocate`, mode 0): the
-/// filesystem either has the pages or says ENOSPC here, instead of a
-/// `SIGBUS` on first touch. `available` says how much room there was, for
-/// the error.
-pub(crate) fn reserve(
-    fd: BorrowedFd<'_>,
-    size: usize,
-    name: &str,
-    available: impl FnOnce() -> Option<u64>,
-) -> Result<(), Error> {
-    let len = libc::off_t::try_from(size).map_err(|_| Error::InvalidArgument {
-        detail: format!("segment size {size} does not fit in off_t"),
-    })?;
-    loop {
-        // SAFETY: plain system call on a descriptor we own; no memory is
-        // passed.
-        let r = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) };
-        if r == 0 {
-            return Ok(());
-        }
-        match Errno::last() {
-            // tmpfs gives up with EINTR when a signal arrives mid-way; what
-            // it allocated stays in the file and is reused by the retry.
-            Errno::EINTR => continue,
-            Errno::ENOSPC | Errno::ENOMEM => {
-                return Err(Error::NoSpace {
-                    name: name.into(),
-                    needed: size as u64,
-                    available: available(),
-                })
-            }
-            // A filesystem that cannot reserve (not tmpfs): nothing to
-            // gain from failing; pages are then allocated on first touch.
-            Errno::EOPNOTSUPP => return Ok(()),
-            e => return Err(io("fallocate", e)),
-        }
-    }
-}
-
-/// Free bytes of the filesystem holding `fd`, for `Error::NoSpace`.
-fn fs_available(fd: BorrowedFd<'_>) -> Option<u64> {
-    let st = nix::sys::statvfs::fstatvfs(fd).ok()?;
-    (st.blocks_available() as u64).checked_mul(st.fragment_size() as u64)
 }
 
 /// How the tmpfs behind `/dev/shm` gives a named segment huge pages.
@@ -248,75 +185,18 @@ fn shm_huge_policy() -> Result<ShmHuge, Error> {
     }
 }
 
-/// Populate the whole advised mapping with write faults, which allocate
-/// (huge) pages as `MADV_HUGEPAGE` allows and report a shortage as an error
-/// rather than `SIGBUS` (`MADV_POPULATE_WRITE`, Linux 5.14).
-fn populate_write(map: &MmapRaw, name: &str, available: Option<u64>) -> Result<(), Error> {
-    // SAFETY: the range is exactly our own live mapping; populating only
-    // faults its pages in (as a write of nothing would), it changes no data.
-    let r = unsafe {
-        libc::madvise(
-            map.as_mut_ptr().cast(),
-            map.len(),
-            libc::MADV_POPULATE_WRITE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    match Errno::last() {
-        Errno::ENOMEM | Errno::EFAULT => Err(Error::NoSpace {
-            name: name.into(),
-            needed: map.len() as u64,
-            available,
-        }),
-        Errno::EINVAL => Err(Error::HugePagesUnavailable {
-            detail: "this kernel lacks MADV_POPULATE_WRITE (Linux 5.14), which reserving an \
-                     advised huge-page segment needs; mount /dev/shm with huge=within_size"
-                .into(),
-        }),
-        e => Err(io("madvise(MADV_POPULATE_WRITE)", e)),
-    }
-}
-
-fn madvise_hugepage(map: &MmapRaw) -> Result<(), Error> {
-    // SAFETY: the range is exactly our own live mapping; MADV_HUGEPAGE
-    // changes only how future faults in it are served.
-    let r = unsafe { libc::madvise(map.as_mut_ptr().cast(), map.len(), libc::MADV_HUGEPAGE) };
-    if r == 0 {
-        Ok(())
-    } else {
-        match Errno::last() {
-            Errno::EINVAL => Err(Error::HugePagesUnavailable {
-                detail: "madvise(MADV_HUGEPAGE) is refused: this kernel has no transparent \
-                         huge pages"
-                    .into(),
-            }),
-            e => Err(io("madvise(MADV_HUGEPAGE)", e)),
-        }
-    }
-}
-
 /// `mlock` the whole mapping if asked; the lock goes with the mapping
 /// (`munmap` on drop).
 fn lock(map: &MmapRaw, opts: &SegmentOptions) -> Result<(), Error> {
     if !opts.lock_memory {
         return Ok(());
     }
-    // SAFETY: the range is exactly our own live mapping; mlock faults its
-    // pages in and pins them, it changes no data.
-    let r = unsafe { libc::mlock(map.as_mut_ptr().cast(), map.len()) };
-    if r == 0 {
+    let Err(source) = crate::sys::mm::mlock(map) else {
         return Ok(());
-    }
-    let source = std::io::Error::last_os_error();
-    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
-        .ok()
-        .map(|(soft, _)| soft)
-        .filter(|&soft| soft != libc::RLIM_INFINITY);
+    };
     Err(Error::MemoryLock {
         needed: map.len() as u64,
-        limit,
+        limit: crate::sys::mm::memlock_limit(),
         locked: locked_bytes(),
         source,
     })
@@ -342,7 +222,7 @@ impl Segment {
     /// one: a taken name (file, symlink, anyone's segment) is `AlreadyExists`
     /// and is left untouched.
     pub(crate) fn create(name: &str, size: usize, opts: &SegmentOptions) -> Result<Segment, Error> {
-        let cname = c_name(name)?;
+        validate_name(name)?;
         // Before anything exists: asking for huge pages where there are none
         // leaves nothing behind.
         let huge = if opts.huge_pages {
@@ -372,56 +252,28 @@ impl Segment {
                 ),
             });
         }
-        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_NOFOLLOW;
         // With a group to set, owner-only until it is set: a group mode now
         // would let the creator's primary group open it (and keep the
         // descriptor) before `fchown` hands it to `opts.group`. An opener of
         // that group racing this creation gets PermissionDenied meanwhile.
         let initial = if opts.group.is_some() {
-            Mode::S_IRUSR | Mode::S_IWUSR
+            0o600
         } else {
-            Mode::from_bits_truncate(opts.mode)
+            opts.mode
         };
-        let fd = match shm_open(cname.as_c_str(), flags, initial) {
-            Ok(fd) => fd,
-            Err(Errno::EEXIST) | Err(Errno::ELOOP) => {
-                return Err(Error::AlreadyExists { name: name.into() })
-            }
-            Err(Errno::EACCES) | Err(Errno::EPERM) => {
-                return Err(Error::PermissionDenied {
-                    name: name.into(),
-                    detail: "shm_open refused to create it (check /dev/shm permissions)".into(),
-                })
-            }
-            Err(e) => return Err(io("shm_open(O_CREAT|O_EXCL)", e)),
-        };
+        let fd = shm::create(name, initial)?;
         // From here on the object is ours: remove it again if we cannot finish.
-        let cleanup = UnlinkOnDrop(Some(cname));
+        let cleanup = UnlinkOnDrop(Some(name.into()));
         // Before anything is written: a segment in its init window is never
         // stale (see liveness.rs).
         hold_handle(name, &fd, deadline_after(Instant::now(), opts.init_timeout))?;
         if let Some(gid) = opts.group {
-            match fchown(&fd, None, Some(Gid::from_raw(gid))) {
-                Ok(()) => {}
-                Err(Errno::EPERM) => {
-                    return Err(Error::PermissionDenied {
-                        name: name.into(),
-                        detail: format!(
-                            "cannot give it group {gid}: this process is not a member of that \
-                             group (add the user to it, or pick one of its groups: `id -G`)"
-                        ),
-                    })
-                }
-                Err(e) => return Err(io("fchown", e)),
-            }
+            shm::set_group(fd.as_fd(), name, gid)?;
         }
         // The umask applied to shm_open's mode; set exactly what was asked.
-        fchmod(&fd, Mode::from_bits_truncate(opts.mode)).map_err(|e| io("fchmod", e))?;
-        let len = i64::try_from(size).map_err(|_| Error::InvalidArgument {
-            detail: format!("segment size {size} does not fit in off_t"),
-        })?;
-        ftruncate(&fd, len).map_err(|e| io("ftruncate", e))?;
-        let available = || fs_available(fd.as_fd());
+        shm::set_mode(fd.as_fd(), opts.mode)?;
+        shm::set_len(fd.as_fd(), size)?;
+        let available = || shm::fs_available(fd.as_fd());
         let map = if huge == Some(ShmHuge::Advise) {
             let map = map(&fd, size, false)?;
             madvise_hugepage(&map)?;
@@ -429,7 +281,7 @@ impl Segment {
             populate_write(&map, name, available())?;
             map
         } else {
-            reserve(fd.as_fd(), size, name, available)?;
+            shm::reserve(fd.as_fd(), size, name, available)?;
             let map = map(&fd, size, opts.prefault)?;
             if huge.is_some() {
                 // Already huge where the mount allows; this also lets
@@ -452,35 +304,15 @@ impl Segment {
     /// accept that), and at least large enough for a header. Waits up to
     /// `opts.init_timeout` for a creator that has not yet sized it.
     pub(crate) fn open(name: &str, opts: &SegmentOptions) -> Result<(Segment, Instant), Error> {
-        let cname = c_name(name)?;
+        validate_name(name)?;
         let started = Instant::now();
-        let fd = match shm_open(
-            cname.as_c_str(),
-            OFlag::O_RDWR | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Err(Error::NotFound { name: name.into() }),
-            Err(Errno::EACCES) | Err(Errno::EPERM) => {
-                return Err(Error::PermissionDenied {
-                    name: name.into(),
-                    detail: "this user may not open it read-write".into(),
-                })
-            }
-            Err(Errno::ELOOP) => {
-                return Err(Error::Foreign {
-                    name: name.into(),
-                    detail: "it is a symbolic link".into(),
-                })
-            }
-            Err(e) => return Err(io("shm_open", e)),
-        };
-        check_stat(name, &fd, opts)?;
+        let fd = shm::open(name)?;
+        check_stat(name, fd.as_fd(), opts)?;
         let deadline = deadline_after(started, opts.init_timeout);
         // This handle's liveness token (see liveness.rs), then make sure no
         // remover unlinked the object while we were getting it.
         hold_handle(name, &fd, deadline)?;
-        let mut st = check_stat(name, &fd, opts)?;
+        let mut st = check_stat(name, fd.as_fd(), opts)?;
         if st.st_nlink == 0 {
             return Err(Error::NotFound { name: name.into() });
         }
@@ -497,7 +329,7 @@ impl Segment {
             }
             // Bounded poll: there is no event for "a file was resized".
             std::thread::sleep(Duration::from_millis(1));
-            st = check_stat(name, &fd, opts)?;
+            st = check_stat(name, fd.as_fd(), opts)?;
         }
         let len = usize::try_from(st.st_size).map_err(|_| Error::Foreign {
             name: name.into(),
@@ -522,13 +354,13 @@ impl Segment {
     /// up to a whole number of huge pages (the mapping's length says how
     /// much).
     pub(crate) fn create_memfd(size: usize, opts: &SegmentOptions) -> Result<Segment, Error> {
-        let (fd, size) = crate::memfd::create_sealed(size, opts.huge_pages)?;
+        let (fd, size) = crate::sys::memfd::create_sealed(size, opts.huge_pages)?;
         let map = map(&fd, size, opts.prefault)?;
         lock(&map, opts)?;
         Ok(Segment {
             map,
             fd,
-            name: crate::memfd::SEGMENT_NAME.into(),
+            name: crate::sys::memfd::SEGMENT_NAME.into(),
         })
     }
 
@@ -537,10 +369,9 @@ impl Segment {
     /// change under the mapping) and big enough for a header. Owner and mode
     /// are not checked: holding the descriptor is the permission.
     pub(crate) fn open_fd(fd: OwnedFd, opts: &SegmentOptions) -> Result<Segment, Error> {
-        let name = crate::memfd::SEGMENT_NAME;
-        crate::memfd::check_seals(fd.as_fd())?;
-        let fl = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| io("fcntl(F_GETFL)", e))?;
-        if OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE != OFlag::O_RDWR {
+        let name = crate::sys::memfd::SEGMENT_NAME;
+        crate::sys::memfd::check_seals(fd.as_fd())?;
+        if !shm::is_read_write(fd.as_fd())? {
             return Err(Error::PermissionDenied {
                 name: name.into(),
                 detail: "the descriptor is not open read-write; pass one from the queue's \
@@ -548,9 +379,8 @@ impl Segment {
                     .into(),
             });
         }
-        let st = fstat(&fd).map_err(|e| io("fstat", e))?;
-        let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-        if fmt != SFlag::S_IFREG {
+        let st = shm::fstat(fd.as_fd())?;
+        if !shm::is_regular(&st) {
             return Err(Error::Foreign {
                 name: name.into(),
                 detail: "not a regular file".into(),
@@ -578,11 +408,10 @@ impl Segment {
     /// hugetlbfs memfd (whose size is rounded up to it, past the ring's
     /// geometry), otherwise 1.
     pub(crate) fn size_granule(&self) -> Result<u64, Error> {
-        let fs = nix::sys::statfs::fstatfs(&self.fd).map_err(|e| io("fstatfs", e))?;
-        if fs.filesystem_type() != nix::sys::statfs::HUGETLBFS_MAGIC {
+        if !shm::is_hugetlbfs(self.fd.as_fd())? {
             return Ok(1);
         }
-        let st = fstat(&self.fd).map_err(|e| io("fstat", e))?;
+        let st = shm::fstat(self.fd.as_fd())?;
         Ok((st.st_blksize as u64).max(1))
     }
 
@@ -616,9 +445,7 @@ impl Segment {
 
     /// The object's current size in bytes.
     pub(crate) fn file_size(&self) -> Result<u64, Error> {
-        fstat(&self.fd)
-            .map(|st| st.st_size as u64)
-            .map_err(|e| io("fstat", e))
+        shm::fstat(self.fd.as_fd()).map(|st| st.st_size as u64)
     }
 }
 
@@ -639,71 +466,6 @@ fn hold_handle(name: &str, fd: &OwnedFd, deadline: Instant) -> Result<(), Error>
     }
 }
 
-fn check_stat(name: &str, fd: &OwnedFd, opts: &SegmentOptions) -> Result<FileStat, Error> {
-    let st = fstat(fd).map_err(|e| io("fstat", e))?;
-    let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-    if fmt != SFlag::S_IFREG {
-        return Err(Error::Foreign {
-            name: name.into(),
-            detail: "not a regular file".into(),
-        });
-    }
-    let me = geteuid().as_raw();
-    // The expected group: the segment must have it, and then its owner and
-    // group write access are what the caller asked for. Only root or a
-    // member of the group can give a file that group (chown(2)), so a
-    // stranger cannot dress up a segment as the group's.
-    let group_ok = match opts.group {
-        Some(gid) if st.st_gid != gid => {
-            return Err(Error::PermissionDenied {
-                name: name.into(),
-                detail: format!(
-                    "it belongs to group {} but group {gid} was expected; \
-                     ask its creator to share it with group {gid}, or open it with that group",
-                    st.st_gid
-                ),
-            })
-        }
-        Some(_) => true,
-        None => false,
-    };
-    if st.st_uid != me && !opts.allow_foreign_owner && !group_ok {
-        return Err(Error::PermissionDenied {
-            name: name.into(),
-            detail: format!(
-                "owned by uid {} but this process runs as uid {me}; \
-                 pass allow_foreign_owner(true) if you trust that user, \
-                 or group(gid) if it is shared with a group you trust",
-                st.st_uid
-            ),
-        });
-    }
-    let unexpected_write = if group_ok { 0o002 } else { 0o022 };
-    if st.st_mode & unexpected_write != 0 && !opts.allow_shared_write {
-        return Err(Error::PermissionDenied {
-            name: name.into(),
-            detail: if group_ok {
-                format!(
-                    "mode {:#o} lets every user on the host write it, so anyone could corrupt \
-                     the queue; recreate it without world access, or pass \
-                     allow_shared_write(true) if that is intended",
-                    st.st_mode & 0o777
-                )
-            } else {
-                format!(
-                    "mode {:#o} (group {}) lets other users write it, so they could corrupt the \
-                     queue; pass group({}) to share it with that group, or \
-                     allow_shared_write(true) if any writer is intended",
-                    st.st_mode & 0o777,
-                    st.st_gid,
-                    st.st_gid
-                )
-            },
-        });
-    }
-    Ok(st)
-}
-
 /// Remove the shared-memory object `name`. Processes that have it mapped keep
 /// using it; new `open`s fail with `NotFound`.
 ///
@@ -716,20 +478,11 @@ fn check_stat(name: &str, fd: &OwnedFd, opts: &SegmentOptions) -> Result<FileSta
 /// # Ok::<(), shmqueue::Error>(())
 /// ```
 pub fn unlink(name: &str) -> Result<(), Error> {
-    let cname = c_name(name)?;
-    match shm_unlink(cname.as_c_str()) {
-        Ok(()) => Ok(()),
-        Err(Errno::ENOENT) => Err(Error::NotFound { name: name.into() }),
-        Err(Errno::EACCES) | Err(Errno::EPERM) => Err(Error::PermissionDenied {
-            name: name.into(),
-            detail: "this user may not remove it".into(),
-        }),
-        Err(e) => Err(io("shm_unlink", e)),
-    }
+    shm::unlink(name)
 }
 
 /// Unlinks a half-created object if creation fails part-way.
-struct UnlinkOnDrop(Option<CString>);
+struct UnlinkOnDrop(Option<String>);
 
 impl UnlinkOnDrop {
     fn disarm(mut self) {
@@ -740,7 +493,7 @@ impl UnlinkOnDrop {
 impl Drop for UnlinkOnDrop {
     fn drop(&mut self) {
         if let Some(n) = self.0.take() {
-            let _ = shm_unlink(n.as_c_str());
+            let _ = shm::unlink(&n);
         }
     }
 }
