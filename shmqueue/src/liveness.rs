@@ -96,12 +96,10 @@ pub(crate) fn fork_generation() -> u64 {
 pub(crate) fn watch_forks() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: registers a child handler that only bumps an atomic;
-        // pthread_atfork has no other precondition. On failure (ENOMEM) the
-        // generation never moves and drops behave as before: reported, not
-        // fatal.
-        let r = unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
-        if r != 0 {
+        // The handler only bumps an atomic: async-signal-safe. On failure
+        // (ENOMEM) the generation never moves and drops behave as before:
+        // reported, not fatal.
+        if let Err(r) = crate::sys::fork::on_fork_in_child(forked_child) {
             eprintln!(
                 "shmqueue: pthread_atfork failed ({r}); endpoints dropped in a forked \
                  child may detach their parent's roles"

@@ -1,7 +1,7 @@
 //! Every system call the library makes, one module per kind of object:
 //! named POSIX shm objects (`shm`), advice and locking for a mapping (`mm`),
 //! sealed memfds (`memfd`), passing descriptors between processes
-//! (`fdpass`) and byte-range OFD locks (`ofd`). The futex and membarrier calls of the
+//! (`fdpass`), byte-range OFD locks (`ofd`) and fork notification (`fork`). The futex and membarrier calls of the
 //! waiting protocol are in `wait.rs`; the mapping itself belongs to memmap2
 //! (`segment.rs`).
 //!
@@ -13,6 +13,7 @@
 //! not be open.
 
 pub(crate) mod fdpass;
+pub(crate) mod fork;
 pub(crate) mod memfd;
 pub(crate) mod mm;
 pub(crate) mod ofd;
