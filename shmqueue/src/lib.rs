@@ -63,6 +63,8 @@ pub mod copy;
 mod error;
 mod header;
 pub mod inspect;
+#[cfg(all(test, not(shmqueue_loom)))]
+mod layout_contract;
 mod liveness;
 mod mapping;
 pub mod memfd;

@@ -51,7 +51,7 @@ use crate::Error;
 mod consumer;
 mod error;
 mod producer;
-mod record;
+pub(crate) mod record;
 #[cfg(test)]
 mod tests;
 

@@ -9,13 +9,13 @@ use crate::registry::Attachment;
 pub const RECORD_HEADER_SIZE: usize = 8;
 
 /// The rest of the data area, up to its end, is unused; continue at 0.
-pub(super) const FLAG_PAD: u32 = 1;
+pub(crate) const FLAG_PAD: u32 = 1;
 /// More fragments of this message follow.
-pub(super) const FLAG_MORE: u32 = 2;
+pub(crate) const FLAG_MORE: u32 = 2;
 /// This record continues a message (it is not its first record).
-pub(super) const FLAG_CONT: u32 = 4;
+pub(crate) const FLAG_CONT: u32 = 4;
 /// The message in progress is abandoned (with CONT, `len = 0`).
-pub(super) const FLAG_ABORT: u32 = 8;
+pub(crate) const FLAG_ABORT: u32 = 8;
 /// A middle fragment.
 pub(super) const FLAGS_MIDDLE: u32 = FLAG_MORE | FLAG_CONT;
 /// An abandoned message's end.
@@ -31,9 +31,9 @@ pub(super) struct RecordHeader {
     pub(super) flags: u32,
 }
 /// Offset of `len` in a record header.
-pub(super) const LEN_AT: usize = 0;
+pub(crate) const LEN_AT: usize = 0;
 /// Offset of `flags` in a record header.
-pub(super) const FLAGS_AT: usize = 4;
+pub(crate) const FLAGS_AT: usize = 4;
 
 #[cfg(not(shmqueue_loom))]
 pub(super) mod layout_pins {
