@@ -186,14 +186,16 @@ unsafe fn store_words(src: *const u8, dst: *mut u8, len: usize, align: usize) {
 /// a plain `memcpy` of the same bytes. Not part of the API.
 #[doc(hidden)]
 pub mod bench {
-    /// [`super::copy_from_shared`] over two private buffers.
+    /// `copy_from_shared` (the crate-private atomic copy) over two private
+    /// buffers.
     pub fn atomic_copy(src: &[u8], dst: &mut [u8]) {
         let n = src.len().min(dst.len());
         // SAFETY: both ranges are in bounds and distinct (& and &mut).
         unsafe { super::copy_from_shared(src.as_ptr(), dst.as_mut_ptr(), n) }
     }
 
-    /// [`super::copy_to_shared`] over two private buffers.
+    /// `copy_to_shared` (the crate-private atomic copy) over two private
+    /// buffers.
     pub fn atomic_store_copy(src: &[u8], dst: &mut [u8]) {
         let n = src.len().min(dst.len());
         // SAFETY: both ranges are in bounds and distinct (& and &mut).

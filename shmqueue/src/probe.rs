@@ -2,7 +2,7 @@
 //! fault-injection tools (`shmq torture` stops a process and asks whether
 //! it sits inside a claim before it kills it there).
 //!
-//! Unlike [`crate::inspect`], this maps the segment (read-only, never
+//! Unlike [`crate::inspect()`], this maps the segment (read-only, never
 //! attaching, never writing) so that it can read the registry and the slot
 //! sequence words with atomic loads in the order the algorithm needs. The
 //! layout and the sequence encoding come from `header.rs`, the only place

@@ -20,7 +20,7 @@ pub enum SendError {
     /// The consumer has gone (dropped, or its process died).
     Disconnected,
     /// The message (or reservation) is longer than `max`: this endpoint's
-    /// maximum message size, or, for [`Producer::try_send`] and
+    /// maximum message size, or, for [`Producer::try_send`](super::Producer::try_send) and
     /// reservations, the largest single record.
     TooLarge {
         /// The length asked for.
@@ -78,21 +78,21 @@ pub enum RecvError {
         max: usize,
     },
     /// A message was abandoned part-way: its producer died, gave up (a
-    /// timeout, or a [`MessageWriter`] aborted), or this consumer attached
+    /// timeout, or a [`MessageWriter`](super::MessageWriter) aborted), or this consumer attached
     /// in the middle of it. The part received is discarded; the next call
     /// receives the next message. Never reported for a whole message.
     Truncated,
-    /// [`Consumer::recv_into`]: the buffer is shorter than the message
+    /// [`Consumer::recv_into`](super::Consumer::recv_into): the buffer is shorter than the message
     /// (`needed` bytes). The message is kept; call again with a larger
-    /// buffer (or use [`Consumer::recv`]).
+    /// buffer (or use [`Consumer::recv`](super::Consumer::recv)).
     BufferTooSmall {
         /// The message's length.
         needed: usize,
     },
-    /// The zero-copy [`Consumer::try_read`] family reads only messages
+    /// The zero-copy [`Consumer::try_read`](super::Consumer::try_read) family reads only messages
     /// in one record; the next message is fragmented. It is left in place:
-    /// receive it with [`Consumer::recv`] or
-    /// [`Consumer::read_message`].
+    /// receive it with [`Consumer::recv`](super::Consumer::recv) or
+    /// [`Consumer::read_message`](super::Consumer::read_message).
     Fragmented,
     /// A record header or index in shared memory is impossible; nothing was
     /// read outside the ring. Recreate the queue.
