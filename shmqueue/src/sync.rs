@@ -20,3 +20,34 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 pub(crate) fn yield_now() {
     loom::thread::yield_now();
 }
+
+// Under loom the futex is modelled by one mutex and condition variable:
+// FUTEX_WAIT's compare-and-sleep is atomic with respect to FUTEX_WAKE because
+// both take the mutex, exactly the guarantee the kernel gives. Deadlines are
+// ignored, so a lost wake-up shows up as a deadlock that loom reports.
+#[cfg(shmqueue_loom)]
+loom::lazy_static! {
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+}
+
+/// The loom model of `wait::futex_wait` (never reports a timeout).
+#[cfg(shmqueue_loom)]
+pub(crate) fn futex_wait_model(
+    word: &AtomicU32,
+    expected: u32,
+    _until: crate::wait::Deadline,
+) -> bool {
+    let guard = FUTEX.0.lock().unwrap();
+    if word.load(Ordering::SeqCst) == expected {
+        drop(FUTEX.1.wait(guard).unwrap());
+    }
+    false
+}
+
+/// The loom model of `wait::futex_wake_all`.
+#[cfg(shmqueue_loom)]
+pub(crate) fn futex_wake_all_model(_word: &AtomicU32) {
+    let _guard = FUTEX.0.lock().unwrap();
+    FUTEX.1.notify_all();
+}

@@ -389,7 +389,7 @@ mod fences {
     use std::sync::atomic::{AtomicU8, Ordering};
     use std::sync::Once;
 
-    use rustix::thread::{membarrier, MembarrierCommand};
+    use crate::sys::futex::{barrier_everywhere, register_for_barriers};
 
     const SYMMETRIC: u8 = 1;
     const ASYMMETRIC: u8 = 2;
@@ -408,7 +408,7 @@ mod fences {
             let forced = std::env::var_os("SHMQUEUE_FENCE").is_some_and(|v| v == "symmetric");
             let mode = if forced {
                 FORCED_SYMMETRIC
-            } else if membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok() {
+            } else if register_for_barriers() {
                 ASYMMETRIC
             } else {
                 SYMMETRIC
@@ -437,7 +437,7 @@ mod fences {
     /// Issuing `GLOBAL_EXPEDITED` needs no registration of our own.
     pub(crate) fn heavy() -> bool {
         std::sync::atomic::fence(Ordering::SeqCst);
-        membarrier(MembarrierCommand::GlobalExpedited).is_ok()
+        barrier_everywhere()
     }
 }
 
@@ -466,54 +466,31 @@ fn heavy_fence() -> bool {
     }
 }
 
-/// `FUTEX_WAIT_BITSET` (shared, absolute `CLOCK_MONOTONIC` deadline): sleep
-/// while `*word == expected`. Returns on wake, value change, deadline, signal
-/// (EINTR) or spuriously; callers re-check. True if the deadline ended it.
+/// Sleep on the shared futex `word` while it holds `expected`, until a
+/// wake, a value change, `until`, a signal or spuriously; callers re-check.
+/// True if the deadline ended it.
 #[cfg(not(shmqueue_loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, until: Deadline) -> bool {
-    use rustix::thread::futex;
-    let all = core::num::NonZeroU32::MAX;
-    match futex::wait_bitset(word, futex::Flags::empty(), expected, Some(&until.0), all) {
-        Ok(()) => false,
-        Err(e) if e == rustix::io::Errno::TIMEDOUT => true,
-        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => false,
-        // Anything else (ENOSYS under a sandbox, EFAULT) would turn every
-        // blocking call into a busy loop; degrade to a short sleep instead.
-        Err(_) => {
+    use crate::sys::futex::{wait, Woken};
+    match wait(word, expected, &until.0) {
+        Woken::Maybe => false,
+        Woken::TimedOut => true,
+        // A failing futex would turn every blocking call into a busy loop;
+        // degrade to a short sleep instead.
+        Woken::Failed => {
             std::thread::sleep(Duration::from_millis(1));
             false
         }
     }
 }
 
-/// `FUTEX_WAKE` every waiter on `word`, in any process.
+/// Wake every waiter on `word`, in any process.
 #[cfg(not(shmqueue_loom))]
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    let _ =
-        rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
-}
-
-// Under loom the futex is modelled by one mutex and condition variable:
-// FUTEX_WAIT's compare-and-sleep is atomic with respect to FUTEX_WAKE because
-// both take the mutex, exactly the guarantee the kernel gives. Deadlines are
-// ignored, so a lost wake-up shows up as a deadlock that loom reports.
-#[cfg(shmqueue_loom)]
-loom::lazy_static! {
-    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
-        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+    crate::sys::futex::wake_all(word);
 }
 
 #[cfg(shmqueue_loom)]
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _until: Deadline) -> bool {
-    let guard = FUTEX.0.lock().unwrap();
-    if word.load(Ordering::SeqCst) == expected {
-        drop(FUTEX.1.wait(guard).unwrap());
-    }
-    false
-}
-
-#[cfg(shmqueue_loom)]
-pub(crate) fn futex_wake_all(_word: &AtomicU32) {
-    let _guard = FUTEX.0.lock().unwrap();
-    FUTEX.1.notify_all();
-}
+pub(crate) use crate::sync::{
+    futex_wait_model as futex_wait, futex_wake_all_model as futex_wake_all,
+};

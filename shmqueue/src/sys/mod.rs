@@ -1,9 +1,11 @@
 //! Every system call the library makes, one module per kind of object:
 //! named POSIX shm objects (`shm`), advice and locking for a mapping (`mm`),
 //! sealed memfds (`memfd`), passing descriptors between processes
-//! (`fdpass`), byte-range OFD locks (`ofd`) and fork notification (`fork`). The futex and membarrier calls of the
-//! waiting protocol are in `wait.rs`; the mapping itself belongs to memmap2
-//! (`segment.rs`).
+//! (`fdpass`), byte-range OFD locks (`ofd`), fork notification (`fork`), and
+//! the futex and membarrier calls of the waiting protocol (`futex`; the
+//! protocol is in `wait.rs`). The mapping itself belongs to memmap2
+//! (`segment.rs`); clock reads are in `wait.rs` (`clock_gettime`, the one
+//! call that is not about an object).
 //!
 //! The syscall layer is rustix: it has safe, typed wrappers for all of the
 //! above (the shared futex and membarrier included, which nix lacks), so one
@@ -14,6 +16,7 @@
 
 pub(crate) mod fdpass;
 pub(crate) mod fork;
+pub(crate) mod futex;
 pub(crate) mod memfd;
 pub(crate) mod mm;
 pub(crate) mod ofd;
