@@ -487,31 +487,6 @@ fn huge_pages_for_a_memfd_are_hugetlb_pages_or_a_typed_error() {
     assert_eq!(peer.consumer().unwrap().pop().unwrap(), 7);
 }
 
-/// Why the private-namespace test cannot run here, if it cannot.
-fn cannot_unshare() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some(format!(
-            "needs root to mount a tmpfs with huge pages on /dev/shm in a private mount \
-             namespace (running as uid {})",
-            nix::unistd::geteuid()
-        ));
-    }
-    // Root without CAP_SYS_ADMIN (a default container) cannot unshare.
-    match Command::new("unshare")
-        .args(["-m", "--propagation", "private", "true"])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "`unshare -m` failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("no `unshare` command (util-linux): {e}")),
-    }
-}
-
 #[test]
 fn huge_pages_in_a_tmpfs_mounted_with_huge_are_huge() {
     const TEST: &str = "huge_pages_in_a_tmpfs_mounted_with_huge_are_huge";
@@ -555,7 +530,7 @@ fn huge_pages_in_a_tmpfs_mounted_with_huge_are_huge() {
         });
     }
     let _s = serial();
-    if let Some(why) = cannot_unshare() {
+    if let Some(why) = cannot_unshare("mount a tmpfs with huge pages on /dev/shm") {
         return skipped(TEST, &why);
     }
     for huge in ["within_size", "advise"] {

@@ -21,31 +21,6 @@ use shmqueue::{ByteRing, Error, Mpmc, Spsc};
 const RING: usize = 16 << 20;
 const SHM_LIMIT: u64 = 1 << 20;
 
-/// Why the private-namespace test cannot run here, if it cannot.
-fn cannot_unshare() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some(format!(
-            "needs root to mount a small tmpfs on /dev/shm in a private mount namespace \
-             (running as uid {})",
-            nix::unistd::geteuid()
-        ));
-    }
-    // Root without CAP_SYS_ADMIN (a default container) cannot unshare.
-    match Command::new("unshare")
-        .args(["-m", "--propagation", "private", "true"])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "`unshare -m` failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("no `unshare` command (util-linux): {e}")),
-    }
-}
-
 /// Run `test` of this binary as role `role`, with a private `/dev/shm` of
 /// `mount_opts` (tmpfs options), and return its exit status and output.
 fn run_in_private_shm(
@@ -172,7 +147,7 @@ fn a_ring_larger_than_dev_shm_is_no_space_and_leaves_nothing() {
             Ok(())
         });
     }
-    if let Some(why) = cannot_unshare() {
+    if let Some(why) = cannot_unshare("mount a small tmpfs on /dev/shm") {
         let _ = writeln!(
             std::io::stderr(),
             "SKIPPED {TEST}: {why}; this test did NOT check anything"

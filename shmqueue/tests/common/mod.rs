@@ -174,3 +174,28 @@ pub fn thread_cpu_time() -> Duration {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
     Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
 }
+
+/// Why a test that needs a private mount namespace (`unshare -m`, as root)
+/// to `what` cannot run here, if it cannot: not root, or root without
+/// CAP_SYS_ADMIN (a default container), or no `unshare` command.
+pub fn cannot_unshare(what: &str) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some(format!(
+            "needs root to {what} in a private mount namespace (running as uid {})",
+            nix::unistd::geteuid()
+        ));
+    }
+    match Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "`unshare -m` failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("no `unshare` command (util-linux): {e}")),
+    }
+}
