@@ -13,7 +13,7 @@
 //! where each kind of copy is used.
 
 use core::mem::{align_of, size_of, MaybeUninit};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use bytemuck::Pod;
 
@@ -109,17 +109,38 @@ pub(crate) unsafe fn copy_to_shared(src: *const u8, dst: *mut u8, len: usize) {
     unsafe { store_words(src, dst, len, 1) }
 }
 
-/// `len` bytes from shared `src` to private `dst`: byte loads up to an
-/// 8-aligned `src`, 8-byte loads, byte loads for the rest. `align` is a
-/// known alignment of both pointers (lets small `T`s skip the edge loops).
+/// `len` bytes from shared `src` to private `dst`: the widest aligned
+/// atomic loads (1, 2 or 4 bytes) up to an 8-aligned `src`, 8-byte loads,
+/// then the widest aligned loads for the rest. `align` is a known
+/// alignment of `src` (an 8-aligned `T` skips the edge steps at compile
+/// time, so a `u64` is one load).
 #[inline(always)]
 unsafe fn load_words(src: *const u8, dst: *mut u8, len: usize, align: usize) {
     let mut i = 0;
     if align < 8 {
         while i < len && (src as usize + i) % 8 != 0 {
-            // SAFETY: i < len, inside both ranges; a byte is always aligned.
-            unsafe { *dst.add(i) = (*src.add(i).cast::<AtomicU8>()).load(Relaxed) };
-            i += 1;
+            // In each arm, [i, i + w) is inside both ranges and src + i is
+            // w-aligned (checked); `dst` may be unaligned.
+            let p = src as usize + i;
+            if p % 4 == 0 && i + 4 <= len {
+                // SAFETY: a 4-aligned word in range (see above).
+                unsafe {
+                    let w = (*src.add(i).cast::<AtomicU32>()).load(Relaxed);
+                    dst.add(i).cast::<u32>().write_unaligned(w);
+                }
+                i += 4;
+            } else if p % 2 == 0 && i + 2 <= len {
+                // SAFETY: a 2-aligned half-word in range (see above).
+                unsafe {
+                    let w = (*src.add(i).cast::<AtomicU16>()).load(Relaxed);
+                    dst.add(i).cast::<u16>().write_unaligned(w);
+                }
+                i += 2;
+            } else {
+                // SAFETY: a byte in range (see above).
+                unsafe { *dst.add(i) = (*src.add(i).cast::<AtomicU8>()).load(Relaxed) };
+                i += 1;
+            }
         }
     }
     while i + 8 <= len {
@@ -131,18 +152,26 @@ unsafe fn load_words(src: *const u8, dst: *mut u8, len: usize, align: usize) {
         }
         i += 8;
     }
-    if i + 4 <= len && (align >= 4 || (src as usize + i) % 4 == 0) {
-        // SAFETY: as above, for an aligned 4-byte word.
+    // From here src + i is 8-aligned: the steps below are aligned.
+    if i + 4 <= len {
+        // SAFETY: in range, 4-aligned.
         unsafe {
             let w = (*src.add(i).cast::<AtomicU32>()).load(Relaxed);
             dst.add(i).cast::<u32>().write_unaligned(w);
         }
         i += 4;
     }
-    while i < len {
+    if i + 2 <= len {
+        // SAFETY: in range, 2-aligned.
+        unsafe {
+            let w = (*src.add(i).cast::<AtomicU16>()).load(Relaxed);
+            dst.add(i).cast::<u16>().write_unaligned(w);
+        }
+        i += 2;
+    }
+    if i < len {
         // SAFETY: i < len.
         unsafe { *dst.add(i) = (*src.add(i).cast::<AtomicU8>()).load(Relaxed) };
-        i += 1;
     }
 }
 
@@ -153,9 +182,28 @@ unsafe fn store_words(src: *const u8, dst: *mut u8, len: usize, align: usize) {
     let mut i = 0;
     if align < 8 {
         while i < len && (dst as usize + i) % 8 != 0 {
-            // SAFETY: i < len, inside both ranges.
-            unsafe { (*dst.add(i).cast::<AtomicU8>()).store(*src.add(i), Relaxed) };
-            i += 1;
+            // In each arm, [i, i + w) is inside both ranges and dst + i is
+            // w-aligned (checked); `src` may be unaligned.
+            let p = dst as usize + i;
+            if p % 4 == 0 && i + 4 <= len {
+                // SAFETY: a 4-aligned word in range (see above).
+                unsafe {
+                    let w = src.add(i).cast::<u32>().read_unaligned();
+                    (*dst.add(i).cast::<AtomicU32>()).store(w, Relaxed);
+                }
+                i += 4;
+            } else if p % 2 == 0 && i + 2 <= len {
+                // SAFETY: a 2-aligned half-word in range (see above).
+                unsafe {
+                    let w = src.add(i).cast::<u16>().read_unaligned();
+                    (*dst.add(i).cast::<AtomicU16>()).store(w, Relaxed);
+                }
+                i += 2;
+            } else {
+                // SAFETY: a byte in range (see above).
+                unsafe { (*dst.add(i).cast::<AtomicU8>()).store(*src.add(i), Relaxed) };
+                i += 1;
+            }
         }
     }
     while i + 8 <= len {
@@ -167,18 +215,25 @@ unsafe fn store_words(src: *const u8, dst: *mut u8, len: usize, align: usize) {
         }
         i += 8;
     }
-    if i + 4 <= len && (align >= 4 || (dst as usize + i) % 4 == 0) {
-        // SAFETY: as above, for an aligned 4-byte word.
+    if i + 4 <= len {
+        // SAFETY: in range, 4-aligned (dst + i is 8-aligned here).
         unsafe {
             let w = src.add(i).cast::<u32>().read_unaligned();
             (*dst.add(i).cast::<AtomicU32>()).store(w, Relaxed);
         }
         i += 4;
     }
-    while i < len {
+    if i + 2 <= len {
+        // SAFETY: in range, 2-aligned.
+        unsafe {
+            let w = src.add(i).cast::<u16>().read_unaligned();
+            (*dst.add(i).cast::<AtomicU16>()).store(w, Relaxed);
+        }
+        i += 2;
+    }
+    if i < len {
         // SAFETY: i < len.
         unsafe { (*dst.add(i).cast::<AtomicU8>()).store(*src.add(i), Relaxed) };
-        i += 1;
     }
 }
 
@@ -328,6 +383,30 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Small types at every slot of an array, so 4-aligned `u32`s that are
+    /// not 8-aligned, and 2-aligned `u16`s, take their one-access paths.
+    #[test]
+    fn small_typed_values_at_every_slot_round_trip() {
+        let mut words = [0u32; 7];
+        for (k, w) in words.iter_mut().enumerate() {
+            // SAFETY: an element of a local array.
+            unsafe { store(w, 0xA0B0_C0D0 + k as u32) };
+        }
+        for (k, w) in words.iter().enumerate() {
+            // SAFETY: as above.
+            assert_eq!(unsafe { load(w) }, 0xA0B0_C0D0 + k as u32);
+        }
+        let mut halves = [0u16; 9];
+        for (k, h) in halves.iter_mut().enumerate() {
+            // SAFETY: an element of a local array.
+            unsafe { store(h, 0xBEE0 + k as u16) };
+        }
+        for (k, h) in halves.iter().enumerate() {
+            // SAFETY: as above.
+            assert_eq!(unsafe { load(h) }, 0xBEE0 + k as u16);
         }
     }
 
