@@ -148,7 +148,9 @@ impl MpmcProbe {
     fn header(&self) -> &Header {
         // SAFETY: the mapping is at least HEADER_SIZE bytes (checked in
         // `open`) and page-aligned; `Header` is `repr(C)` of atomics only,
-        // valid for any bytes, and read only with atomic loads.
+        // valid for any bytes, and read only with atomic loads, which are
+        // sound on read-only memory for atomics no wider than the native
+        // width (here at most 8 bytes).
         unsafe { &*self.map.as_ptr().cast::<Header>() }
     }
 
