@@ -180,6 +180,16 @@ pub enum Error {
         /// What is missing and how to provide it.
         detail: String,
     },
+    /// A broadcast subscriber asked to start at a sequence number that is
+    /// no longer (or not yet) in the ring.
+    StartGone {
+        /// The position asked for.
+        requested: u64,
+        /// The oldest position still in the ring when it was asked.
+        oldest: u64,
+        /// The next position the publisher will write (one past the newest).
+        next: u64,
+    },
     /// A system call failed.
     Io {
         /// The operation that failed.
@@ -232,7 +242,8 @@ impl fmt::Display for Error {
             Error::RoleTaken { role, holder_pid } => write!(
                 f,
                 "the {role} role is held by a live endpoint (pid {holder_pid}); \
-                 an SPSC queue has one {role} at a time: drop the other one first"
+                 this queue has one {role} at a time (an SPSC queue or byte ring: one of \
+                 each; a broadcast ring: one publisher): drop the other one first"
             ),
             Error::RegistryFull { role, limit } => write!(
                 f,
@@ -301,6 +312,15 @@ impl fmt::Display for Error {
                 f,
                 "huge pages were asked for but are not available: {detail}; \
                  or create the queue without huge_pages"
+            ),
+            Error::StartGone {
+                requested,
+                oldest,
+                next,
+            } => write!(
+                f,
+                "cannot start at position {requested}: the ring holds positions \
+                 {oldest}..{next} now; start at one of those, or use Start::Oldest or Start::Latest"
             ),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
         }

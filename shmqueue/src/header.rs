@@ -26,7 +26,10 @@ use crate::Error;
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMQUEUE");
 /// Bumped on any change to the layout below. Version 2: MPMC slot
 /// sequences count half-steps (see [`mpmc_seq`]), so capacity 1 works.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+/// Version 3: the broadcast kind, with [`Identity::max_lag_ns`],
+/// [`Events::joins`] and [`EndpointEntry::mark`] (unused by the other kinds,
+/// whose layout is otherwise unchanged).
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 /// The false-sharing range (see the module docs).
 pub(crate) const LINE: usize = 128;
 /// Value of [`Identity::init`] once the creator has written everything else.
@@ -48,11 +51,19 @@ pub enum QueueKind {
     /// Single producer, single consumer ring of variable-size byte messages
     /// ([`crate::ByteRing`]); its capacity is in bytes.
     Bytes = 3,
+    /// One publisher, many subscribers, each of which sees every item
+    /// ([`crate::Broadcast`]).
+    Broadcast = 4,
 }
 
 impl QueueKind {
     /// Every kind this build knows, in the order of their numbers.
-    pub const ALL: &'static [QueueKind] = &[QueueKind::Spsc, QueueKind::Mpmc, QueueKind::Bytes];
+    pub const ALL: &'static [QueueKind] = &[
+        QueueKind::Spsc,
+        QueueKind::Mpmc,
+        QueueKind::Bytes,
+        QueueKind::Broadcast,
+    ];
 
     /// The kind stored in a header as `raw`, if this build knows it.
     ///
@@ -68,12 +79,14 @@ impl QueueKind {
         QueueKind::ALL.iter().copied().find(|&k| k as u32 == raw)
     }
 
-    /// Lower-case name, as `shmq ls` shows it: `"spsc"`, `"mpmc"`, `"bytes"`.
+    /// Lower-case name, as `shmq ls` shows it: `"spsc"`, `"mpmc"`, `"bytes"`,
+    /// `"broadcast"`.
     pub fn label(self) -> &'static str {
         match self {
             QueueKind::Spsc => "spsc",
             QueueKind::Mpmc => "mpmc",
             QueueKind::Bytes => "bytes",
+            QueueKind::Broadcast => "broadcast",
         }
     }
 }
@@ -90,8 +103,12 @@ pub(crate) const MIN_BYTE_CAPACITY: usize = 64;
 /// Byte-ring records (and so the capacity) are multiples of this.
 pub(crate) const BYTE_RECORD_ALIGN: usize = 8;
 
-/// [`Identity::flags`] bit: MPMC slots padded to whole 128-byte lines.
+/// [`Identity::flags`] bit: MPMC and broadcast slots padded to whole
+/// 128-byte lines.
 pub(crate) const FLAG_PADDED_SLOTS: u32 = 1;
+/// [`Identity::flags`] bit: a broadcast ring whose publisher overwrites
+/// (never waits); without it the ring is lossless.
+pub(crate) const FLAG_OVERWRITE: u32 = 2;
 
 /// Line 0: what this segment is. Written once by the creator before `init`.
 #[repr(C, align(128))]
@@ -117,6 +134,10 @@ pub(crate) struct Identity {
     /// Registry entries `[0, producer_entries)` are producers', the rest
     /// consumers' (SPSC: 1 and 1).
     pub producer_entries: AtomicU32,
+    pub _pad: AtomicU32,
+    /// Broadcast, lossless: how long (ns) a publisher waits on one
+    /// subscriber that keeps the ring full before evicting it; 0: never.
+    pub max_lag_ns: AtomicU64,
 }
 
 /// A line holding one index, owned (written) by one side.
@@ -151,10 +172,14 @@ pub(crate) struct Events {
     /// MPMC: bit 0 once any producer attached, bit 1 once any consumer did;
     /// "disconnected" means "had one, has none".
     pub ever: AtomicU32,
-    pub _pad: AtomicU32,
+    /// Broadcast: bumped by a subscriber that (re)joins the gating set, so
+    /// the publisher rescans the cursors before it next overwrites a slot.
+    pub joins: AtomicU32,
     /// MPMC: holes left by dead producers that consumers skipped.
+    /// Broadcast: subscribers evicted for lagging.
     pub holes: AtomicU64,
     /// MPMC: slots taken by dead consumers that producers released.
+    /// Broadcast: times a subscriber found itself lapped.
     pub releases: AtomicU64,
 }
 
@@ -179,7 +204,12 @@ pub(crate) struct EndpointEntry {
     /// MPMC: the position this endpoint is claiming or holds, with
     /// [`CLAIM_ACTIVE`] set; 0 when it holds none. Written before the claim
     /// is attempted, so a dead claimant can be identified without guessing.
+    /// Broadcast subscribers: the next position this subscriber will read.
     pub claim: AtomicU64,
+    /// Broadcast subscribers: non-zero once the publisher evicted this
+    /// subscriber (the cursor it had, with bit 63 set); cleared by the
+    /// subscriber when it rejoins.
+    pub mark: AtomicU64,
 }
 
 /// Set in [`EndpointEntry::claim`] while the claim is live.
@@ -233,6 +263,34 @@ pub(crate) mod mpmc_seq {
     }
 }
 
+/// The broadcast slot sequence word: a seqlock over the slot's value.
+///
+/// 0 (a zero-filled slot) is "never written". The publisher of position
+/// `p` stores [`writing(p)`](bcast_seq::writing) before it copies the value
+/// in and [`published(p)`](bcast_seq::published) after; a subscriber at `p`
+/// reads the value only when it sees `published(p)` both before and after
+/// its copy, so an overwrite racing the copy is detected, never delivered.
+/// A value above `published(p)` means the slot has moved on to a later lap
+/// (the subscriber was lapped). Positions are below
+/// [`mpmc_seq::MAX_POSITION`] (2^61), so every sequence fits in 63 bits.
+pub(crate) mod bcast_seq {
+    /// The publisher is copying in the value of position `pos`.
+    #[inline(always)]
+    pub(crate) const fn writing(pos: u64) -> u64 {
+        (pos << 1) | 1
+    }
+
+    /// The slot holds the value of position `pos`.
+    #[inline(always)]
+    pub(crate) const fn published(pos: u64) -> u64 {
+        (pos << 1) + 2
+    }
+
+    /// Set in [`EndpointEntry::mark`](super::EndpointEntry::mark) by the
+    /// publisher that evicts a subscriber (with the cursor it had below).
+    pub(crate) const EVICTED: u64 = 1 << 63;
+}
+
 /// The fixed part of the header; the registry and slots follow at offsets
 /// recorded in [`Identity`].
 #[repr(C)]
@@ -269,6 +327,7 @@ mod layout_pins {
     const_assert_eq!(offset_of!(Identity, creator_pid), 88);
     const_assert_eq!(offset_of!(Identity, flags), 92);
     const_assert_eq!(offset_of!(Identity, producer_entries), 96);
+    const_assert_eq!(offset_of!(Identity, max_lag_ns), 104);
     const_assert_eq!(size_of::<IndexLine>(), LINE);
     const_assert_eq!(size_of::<Event>(), 8);
     const_assert_eq!(offset_of!(Event, epoch), 0);
@@ -279,12 +338,14 @@ mod layout_pins {
     const_assert_eq!(offset_of!(Events, producers), 16);
     const_assert_eq!(offset_of!(Events, consumers), 20);
     const_assert_eq!(offset_of!(Events, ever), 24);
+    const_assert_eq!(offset_of!(Events, joins), 28);
     const_assert_eq!(offset_of!(Events, holes), 32);
     const_assert_eq!(offset_of!(Events, releases), 40);
     const_assert_eq!(size_of::<EndpointEntry>(), LINE);
     const_assert_eq!(offset_of!(EndpointEntry, state), 0);
     const_assert_eq!(offset_of!(EndpointEntry, pid), 4);
     const_assert_eq!(offset_of!(EndpointEntry, claim), 8);
+    const_assert_eq!(offset_of!(EndpointEntry, mark), 16);
     const_assert_eq!(offset_of!(Header, identity), 0);
     const_assert_eq!(offset_of!(Header, head), LINE);
     const_assert_eq!(offset_of!(Header, tail), 2 * LINE);
@@ -323,6 +384,8 @@ pub(crate) struct Geometry {
     pub total_size: usize,
     pub schema: u64,
     pub flags: u32,
+    /// Broadcast: [`Identity::max_lag_ns`] (0 for every other kind).
+    pub max_lag_ns: u64,
 }
 
 fn too_big(what: &str) -> Error {
@@ -384,7 +447,7 @@ impl Geometry {
                 0,
                 elem_size,
             ),
-            QueueKind::Mpmc => {
+            QueueKind::Mpmc | QueueKind::Broadcast => {
                 // Any capacity >= 1: the sequence encoding keeps "published
                 // for p" and "free for p + capacity" apart (see mpmc_seq).
                 // A slot is its sequence word, then the value: one hand-off
@@ -443,6 +506,7 @@ impl Geometry {
             total_size,
             schema,
             flags,
+            max_lag_ns: 0,
         })
     }
 
@@ -464,6 +528,7 @@ impl Geometry {
         id.creator_pid.store(creator_pid, r);
         id.flags.store(self.flags, r);
         id.producer_entries.store(self.producer_entries, r);
+        id.max_lag_ns.store(self.max_lag_ns, r);
     }
 
     /// Read and validate an identity block that has been published (the
@@ -534,10 +599,7 @@ impl Geometry {
             ));
         }
         let flags = id.flags.load(r);
-        let known = match expect.kind {
-            QueueKind::Spsc | QueueKind::Bytes => 0,
-            QueueKind::Mpmc => FLAG_PADDED_SLOTS,
-        };
+        let known = known_flags(expect.kind);
         if flags & !known != 0 {
             return Err(corrupt("layout flags", flags.into(), known.into()));
         }
@@ -564,6 +626,11 @@ impl Geometry {
         check("slots offset", id.slots_offset.load(r), g.slots_offset)?;
         check("slot stride", id.slot_stride.load(r), g.slot_stride)?;
         check("file size", file_size, g.total_size)?;
+        let mut g = g;
+        g.max_lag_ns = id.max_lag_ns.load(r);
+        if g.kind != QueueKind::Broadcast && g.max_lag_ns != 0 {
+            return Err(corrupt("max lag", g.max_lag_ns, 1));
+        }
         Ok(g)
     }
 
@@ -580,6 +647,15 @@ impl Geometry {
                 limit: self.buffer_size as u64,
             })
         }
+    }
+}
+
+/// The [`Identity::flags`] bits a segment of `kind` may carry.
+pub(crate) fn known_flags(kind: QueueKind) -> u32 {
+    match kind {
+        QueueKind::Spsc | QueueKind::Bytes => 0,
+        QueueKind::Mpmc => FLAG_PADDED_SLOTS,
+        QueueKind::Broadcast => FLAG_PADDED_SLOTS | FLAG_OVERWRITE,
     }
 }
 
@@ -623,6 +699,8 @@ impl Header {
                 creator_pid: u32_(),
                 flags: u32_(),
                 producer_entries: u32_(),
+                _pad: u32_(),
+                max_lag_ns: u64_(),
             },
             head: IndexLine { value: u64_() },
             tail: IndexLine { value: u64_() },
@@ -638,7 +716,7 @@ impl Header {
                 producers: u32_(),
                 consumers: u32_(),
                 ever: u32_(),
-                _pad: u32_(),
+                joins: u32_(),
                 holes: u64_(),
                 releases: u64_(),
             },
@@ -653,6 +731,7 @@ impl EndpointEntry {
             state: AtomicU32::new(0),
             pid: AtomicU32::new(0),
             claim: AtomicU64::new(0),
+            mark: AtomicU64::new(0),
         }
     }
 }

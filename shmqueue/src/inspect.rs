@@ -48,9 +48,9 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use crate::error::Role;
 use crate::header::{
-    EndpointEntry, Geometry, Header, Identity, QueueKind, CLAIM_ACTIVE, FLAG_PADDED_SLOTS,
-    HEADER_SIZE, INIT_READY, LAYOUT_VERSION, MAGIC, MAX_ENDPOINTS, REGISTRY_OFFSET,
-    STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK, STATUS_VACANT,
+    EndpointEntry, Geometry, Header, Identity, QueueKind, CLAIM_ACTIVE, HEADER_SIZE, INIT_READY,
+    LAYOUT_VERSION, MAGIC, MAX_ENDPOINTS, REGISTRY_OFFSET, STATUS_ATTACHED, STATUS_DETACHED,
+    STATUS_MASK, STATUS_VACANT,
 };
 use crate::{liveness, validate_name, Error};
 
@@ -128,6 +128,10 @@ pub struct EndpointInfo {
     pub alive: bool,
     /// MPMC: the position the endpoint is claiming, if any.
     pub claim: Option<u64>,
+    /// Broadcast subscribers: the next position it reads.
+    pub cursor: Option<u64>,
+    /// Broadcast subscribers: evicted by the publisher and not yet told.
+    pub evicted: bool,
 }
 
 /// The state of the header's `init` word.
@@ -162,7 +166,7 @@ pub struct SegmentInfo {
     pub shmqueue: bool,
     /// Layout version.
     pub version: Option<u32>,
-    /// Raw queue kind (1 SPSC, 2 MPMC, 3 byte ring; others unknown to this
+    /// Raw queue kind (1 SPSC, 2 MPMC, 3 byte ring, 4 broadcast; others unknown to this
     /// build, see [`SegmentInfo::queue_kind`] and [`QueueKind::ALL`]).
     pub kind: Option<u32>,
     /// Element size in bytes.
@@ -177,9 +181,14 @@ pub struct SegmentInfo {
     pub creator_pid: Option<u32>,
     /// The init word.
     pub init: Option<InitState>,
-    /// Items in the queue, from the head and tail indices; `None` unless
-    /// the geometry and the indices are valid.
+    /// Items in the queue, from the head and tail indices (broadcast: the
+    /// items the ring holds); `None` unless the geometry and the indices
+    /// are valid.
     pub fill: Option<u64>,
+    /// Broadcast: lossless or overwrite.
+    pub policy: Option<crate::broadcast::Policy>,
+    /// Broadcast: items published so far (the publisher's next position).
+    pub published: Option<u64>,
     /// The registry entries (empty if the registry could not be read).
     pub endpoints: Vec<EndpointInfo>,
     /// Whether some process holds a handle on it (has it open through
@@ -557,6 +566,8 @@ fn describe(name: &str, meta: &Metadata, file: Option<&File>) -> SegmentInfo {
         creator_pid: None,
         init: None,
         fill: None,
+        policy: None,
+        published: None,
         endpoints: Vec::new(),
         in_use: false,
         locked: false,
@@ -733,6 +744,10 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
             ),
             Ok(Some(n)) => {
                 info.fill = Some(n);
+                if g.kind == QueueKind::Broadcast {
+                    info.published = Some(head);
+                    info.policy = Some(crate::broadcast::policy_of(&g));
+                }
                 checks.pass("indices", format!("head {head}, tail {tail}: {n} items"));
             }
             Err(why) => {
@@ -765,7 +780,11 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
                 // A failed probe is reported as "alive": never call a
                 // segment dead on an error.
                 alive: liveness::is_held(file.as_fd(), i).unwrap_or(true),
-                claim: (claim & CLAIM_ACTIVE != 0).then_some(claim & !CLAIM_ACTIVE),
+                claim: (known == Some(QueueKind::Mpmc) && claim & CLAIM_ACTIVE != 0)
+                    .then_some(claim & !CLAIM_ACTIVE),
+                cursor: (known == Some(QueueKind::Broadcast) && i >= producers).then_some(claim),
+                evicted: known == Some(QueueKind::Broadcast)
+                    && ne_u64(e, core::mem::offset_of!(EndpointEntry, mark)) != 0,
             });
         }
     }
@@ -791,11 +810,7 @@ fn check_geometry(
     let elem_align = id_u64!(b, elem_align);
     let capacity = id_u64!(b, capacity);
     let flags = id_u32!(b, flags);
-    let known_flags = if kind == QueueKind::Mpmc {
-        FLAG_PADDED_SLOTS
-    } else {
-        0
-    };
+    let known_flags = crate::header::known_flags(kind);
     if flags & !known_flags != 0 {
         checks.fail("geometry", format!("unknown layout flags {flags:#x}"));
         return None;
@@ -864,6 +879,15 @@ fn fill(g: &Geometry, head: u64, tail: u64) -> Result<Option<u64>, String> {
         } else {
             head + b - tail
         }))
+    } else if g.kind == QueueKind::Broadcast {
+        // One position; the ring holds the newest `capacity` items.
+        if head > crate::header::mpmc_seq::MAX_POSITION {
+            return Err(format!(
+                "head is above {}",
+                crate::header::mpmc_seq::MAX_POSITION
+            ));
+        }
+        Ok(Some(head.min(g.capacity as u64)))
     } else if g.kind == QueueKind::Mpmc || g.kind == QueueKind::Bytes {
         // Monotonic positions (byte ring: byte positions); at most
         // `capacity` apart.
@@ -938,6 +962,7 @@ mod tests {
                 QueueKind::Spsc => Box::new(Spsc::<u64>::create(&n.0, 8).unwrap()),
                 QueueKind::Mpmc => Box::new(Mpmc::<u64>::create(&n.0, 8).unwrap()),
                 QueueKind::Bytes => Box::new(crate::ByteRing::create(&n.0, 256).unwrap()),
+                QueueKind::Broadcast => Box::new(crate::Broadcast::<u64>::create(&n.0, 8).unwrap()),
             };
             let info = inspect(&n.0).unwrap();
             assert_eq!(info.queue_kind(), Some(kind));

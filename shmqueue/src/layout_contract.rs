@@ -7,10 +7,10 @@ use core::mem::{offset_of, size_of};
 
 use crate::bytes::record::{FLAGS_AT, FLAG_ABORT, FLAG_CONT, FLAG_MORE, FLAG_PAD, LEN_AT};
 use crate::header::{
-    mpmc_seq, EndpointEntry, Event, Events, Header, Identity, IndexLine, BYTE_RECORD_ALIGN,
-    CLAIM_ACTIVE, FLAG_PADDED_SLOTS, INIT_READY, LAYOUT_VERSION, LINE, MAGIC, MAX_POSITION,
-    MIN_BYTE_CAPACITY, REGISTRY_OFFSET, STATUS_ATTACHED, STATUS_DETACHED, STATUS_MASK,
-    STATUS_VACANT,
+    bcast_seq, mpmc_seq, EndpointEntry, Event, Events, Header, Identity, IndexLine,
+    BYTE_RECORD_ALIGN, CLAIM_ACTIVE, FLAG_OVERWRITE, FLAG_PADDED_SLOTS, INIT_READY, LAYOUT_VERSION,
+    LINE, MAGIC, MAX_POSITION, MIN_BYTE_CAPACITY, REGISTRY_OFFSET, STATUS_ATTACHED,
+    STATUS_DETACHED, STATUS_MASK, STATUS_VACANT,
 };
 use crate::liveness::HANDLE_BYTE;
 
@@ -18,7 +18,7 @@ const PAGE: &str = include_str!("../../docs/LAYOUT.md");
 
 /// Every layout version ever released, with its fingerprint. A new layout
 /// adds a line here (and bumps `LAYOUT_VERSION`); a line is never edited.
-const KNOWN: &[(u32, u64)] = &[(2, 0xad08_5ed5_12aa_b017)];
+const KNOWN: &[(u32, u64)] = &[(2, 0xad08_5ed5_12aa_b017), (3, 0xf99b_7914_4f80_c8fb)];
 
 /// (name as in LAYOUT.md, offset, size) of every field in the format.
 fn fields() -> Vec<(&'static str, usize, usize)> {
@@ -110,6 +110,11 @@ fn fields() -> Vec<(&'static str, usize, usize)> {
             sz(|i| &i.producer_entries),
         ),
         (
+            "identity.max_lag_ns",
+            id(offset_of!(Identity, max_lag_ns)),
+            sz(|i| &i.max_lag_ns),
+        ),
+        (
             "head.value",
             offset_of!(Header, head) + offset_of!(IndexLine, value),
             8,
@@ -142,12 +147,14 @@ fn fields() -> Vec<(&'static str, usize, usize)> {
         ("events.producers", ev(offset_of!(Events, producers)), 4),
         ("events.consumers", ev(offset_of!(Events, consumers)), 4),
         ("events.ever", ev(offset_of!(Events, ever)), 4),
+        ("events.joins", ev(offset_of!(Events, joins)), 4),
         ("events.holes", ev(offset_of!(Events, holes)), 8),
         ("events.releases", ev(offset_of!(Events, releases)), 8),
         ("registry", REGISTRY_OFFSET, size_of::<EndpointEntry>()),
         ("entry.state", offset_of!(EndpointEntry, state), 4),
         ("entry.pid", offset_of!(EndpointEntry, pid), 4),
         ("entry.claim", offset_of!(EndpointEntry, claim), 8),
+        ("entry.mark", offset_of!(EndpointEntry, mark), 8),
         ("record.len", LEN_AT, 4),
         ("record.flags", FLAGS_AT, 4),
     ]
@@ -170,6 +177,10 @@ fn constants() -> Vec<(&'static str, u64)> {
         ("mpmc_max_position", mpmc_seq::MAX_POSITION),
         ("bytes_max_position", MAX_POSITION),
         ("flag_padded_slots", FLAG_PADDED_SLOTS.into()),
+        ("flag_overwrite", FLAG_OVERWRITE.into()),
+        ("bcast_writing_of_3", bcast_seq::writing(3)),
+        ("bcast_published_of_3", bcast_seq::published(3)),
+        ("bcast_evicted", bcast_seq::EVICTED),
         ("record_pad", FLAG_PAD.into()),
         ("record_more", FLAG_MORE.into()),
         ("record_cont", FLAG_CONT.into()),

@@ -11,6 +11,10 @@
 //! * [`ByteRing`]: an SPSC ring of variable-size byte messages (any length,
 //!   larger than the ring too), with in-place reservation and reading and
 //!   `std::io` streaming.
+//! * [`Broadcast`]: one publisher, any number of subscriber processes, each
+//!   of which sees every item; lossless (the publisher waits for the
+//!   slowest live subscriber) or overwrite (it never waits, and a lapped
+//!   subscriber is told exactly how many items it missed).
 //! * Blocking calls spin a bounded number of times, then sleep on a shared
 //!   futex in the segment: an idle endpoint uses no CPU, a busy one makes no
 //!   system call.
@@ -57,6 +61,7 @@
 // Under loom the shared-memory half (segment, OFD locks) is not used.
 #![cfg_attr(shmqueue_loom, allow(dead_code, unused_imports))]
 
+pub mod broadcast;
 pub mod bytes;
 #[doc(hidden)]
 pub mod copy;
@@ -81,6 +86,7 @@ mod sync;
 mod sys;
 mod wait;
 
+pub use broadcast::Broadcast;
 pub use bytes::{ByteRing, RecvError, SendError};
 pub use error::{
     BatchError, Corruption, Error, PopError, PushError, Result, Role, TryPopError, TryPushError,
@@ -126,6 +132,11 @@ pub fn compiled_mutation() -> Option<&'static str> {
         (
             cfg!(shmqueue_mutation = "bytes_relaxed_publish"),
             "bytes_relaxed_publish",
+        ),
+        (cfg!(shmqueue_mutation = "bcast_no_gate"), "bcast_no_gate"),
+        (
+            cfg!(shmqueue_mutation = "bcast_no_recheck"),
+            "bcast_no_recheck",
         ),
     ];
     NAMES.iter().find(|(on, _)| *on).map(|(_, n)| *n)

@@ -42,8 +42,14 @@ mod heap {
         pub tokens: Box<[loom::sync::atomic::AtomicBool]>,
         /// One loom cell per slot, so loom checks every slot access for races.
         pub slots: Box<[loom::cell::UnsafeCell<Vec<u8>>]>,
-        /// MPMC slot sequence words (slot `i` starts at `i`).
+        /// MPMC and broadcast slot sequence words.
         pub seqs: Box<[crate::sync::AtomicU64]>,
+        /// Broadcast slot values as atomic words (`words_per_slot` each):
+        /// a subscriber's copy may race an overwrite by design (it is
+        /// validated after), so the model copies with atomics, as the real
+        /// code does.
+        pub words: Box<[crate::sync::AtomicU64]>,
+        pub words_per_slot: usize,
     }
 }
 
@@ -90,8 +96,21 @@ impl Ring {
                 .map(|_| loom::cell::UnsafeCell::new(vec![0u8; geom.slot_stride]))
                 .collect(),
             seqs: (0..geom.buffer_size)
-                .map(|i| crate::sync::AtomicU64::new(crate::header::mpmc_seq::free(i as u64)))
+                .map(|i| {
+                    crate::sync::AtomicU64::new(match geom.kind {
+                        crate::header::QueueKind::Mpmc => crate::header::mpmc_seq::free(i as u64),
+                        _ => 0,
+                    })
+                })
                 .collect(),
+            words: if geom.kind == crate::header::QueueKind::Broadcast {
+                (0..geom.buffer_size * geom.elem_size.div_ceil(8))
+                    .map(|_| crate::sync::AtomicU64::new(0))
+                    .collect()
+            } else {
+                Box::new([])
+            },
+            words_per_slot: geom.elem_size.div_ceil(8),
         };
         let ring = Ring { heap, geom };
         let id = &ring.header().identity;
@@ -282,11 +301,15 @@ impl Ring {
         &self.heap.registry[i as usize]
     }
 
-    /// MPMC: the sequence word of slot `i`, for code that holds no
-    /// attachment (panics if `i` is out of range: only a bug can cause it).
+    /// MPMC and broadcast: the sequence word of slot `i`, for code that
+    /// holds no attachment (panics if `i` is out of range: only a bug can
+    /// cause it).
     pub(crate) fn mpmc_seq(&self, i: usize) -> &crate::sync::AtomicU64 {
         assert!(i < self.geom.buffer_size, "slot index out of range");
-        debug_assert_eq!(self.geom.kind, crate::header::QueueKind::Mpmc);
+        debug_assert!(matches!(
+            self.geom.kind,
+            crate::header::QueueKind::Mpmc | crate::header::QueueKind::Broadcast
+        ));
         #[cfg(shmqueue_loom)]
         return &self.heap.seqs[i];
         #[cfg(not(shmqueue_loom))]

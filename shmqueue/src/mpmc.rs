@@ -303,7 +303,7 @@ impl<T: Pod> Mpmc<T> {
             Role::Producer => shape.producers.clone(),
             Role::Consumer => shape.consumers.clone(),
         };
-        let att = self.ring.attach_any(range, role, |i, e| {
+        let att = self.ring.attach_any(range, role, None, |i, e| {
             take_over(&self.ring, &shape, i, e, role)
         })?;
         att.own().claim.store(0, Ordering::Relaxed);

@@ -184,19 +184,28 @@ macro_rules! memfd_builder_entry_points {
     // Typed queues: a u64 example.
     ($queue:ident<T>, expected = $expected:expr, wrap = $wrap:expr $(,)?) => {
         crate::options::memfd_builder_entry_points!(
-            @ $queue, $queue<T>, "::<u64>", "tx.push(1)?;\nassert_eq!(rx.pop()?, 1);",
+            @ $queue, $queue<T>, "::<u64>", "let mut tx = q.producer()?;",
+            "let mut rx = peer.consumer()?;", "tx.push(1)?;\nassert_eq!(rx.pop()?, 1);",
+            expected = $expected, wrap = $wrap
+        );
+    };
+    // Typed queues whose endpoints have other names (broadcast).
+    ($queue:ident<T>, tx = $tx:literal, rx = $rx:literal, roundtrip = $rt:literal,
+     expected = $expected:expr, wrap = $wrap:expr $(,)?) => {
+        crate::options::memfd_builder_entry_points!(
+            @ $queue, $queue<T>, "::<u64>", $tx, $rx, $rt,
             expected = $expected, wrap = $wrap
         );
     };
     // The byte ring: a message example.
     ($queue:ident, expected = $expected:expr, wrap = $wrap:expr $(,)?) => {
         crate::options::memfd_builder_entry_points!(
-            @ $queue, $queue, "",
+            @ $queue, $queue, "", "let mut tx = q.producer()?;", "let mut rx = peer.consumer()?;",
             "tx.send(b\"hi\")?;\nlet mut buf = Vec::new();\nrx.recv(&mut buf)?;\nassert_eq!(buf, b\"hi\");",
             expected = $expected, wrap = $wrap
         );
     };
-    (@ $queue:ident, $ty:ty, $tf:literal, $roundtrip:literal,
+    (@ $queue:ident, $ty:ty, $tf:literal, $txline:literal, $rxline:literal, $roundtrip:literal,
      expected = $expected:expr, wrap = $wrap:expr) => {
         /// Create the queue in an unnamed memfd instead of a named segment.
         ///
@@ -213,9 +222,9 @@ macro_rules! memfd_builder_entry_points {
         /// ```
         #[doc = concat!("use shmqueue::", stringify!($queue), ";")]
         #[doc = concat!("let q = ", stringify!($queue), $tf, "::builder().capacity(64).create_memfd()?;")]
-        /// let mut tx = q.producer()?;
+        #[doc = $txline]
         #[doc = concat!("let peer = ", stringify!($queue), $tf, "::builder().open_fd(q.dup_fd()?)?;")]
-        /// let mut rx = peer.consumer()?;
+        #[doc = $rxline]
         #[doc = $roundtrip]
         /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```

@@ -74,16 +74,18 @@ impl Ring {
 
     /// Claim the first free registry entry in `range` that `accept` agrees
     /// to reuse (it sees the index and entry with our token held, before we
-    /// attach).
+    /// attach). `peer` is the entry the endpoint watches
+    /// ([`Attachment::peer`]); `None` for its own.
     pub(crate) fn attach_any(
         self: &Arc<Ring>,
         range: std::ops::Range<u32>,
         role: Role,
+        peer: Option<u32>,
         accept: impl Fn(u32, &EndpointEntry) -> bool,
     ) -> Result<Attachment, Error> {
         let limit = range.len() as u32;
         for i in range {
-            if let Some(a) = self.try_attach(i, i, role, |e| accept(i, e))? {
+            if let Some(a) = self.try_attach(i, peer.unwrap_or(i), role, |e| accept(i, e))? {
                 return Ok(a);
             }
         }

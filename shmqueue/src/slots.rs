@@ -81,16 +81,20 @@ impl Attachment {
         }
     }
 
-    /// MPMC: the sequence word of slot `i` (`i < buffer_size`, checked).
+    /// MPMC and broadcast: the sequence word of slot `i` (`i <
+    /// buffer_size`, checked).
     #[inline]
     pub(crate) fn seq(&self, i: usize) -> &crate::sync::AtomicU64 {
         assert!(i < self.buffer_size, "slot index out of range");
-        debug_assert_eq!(self.ring.geom.kind, crate::header::QueueKind::Mpmc);
+        debug_assert!(matches!(
+            self.ring.geom.kind,
+            crate::header::QueueKind::Mpmc | crate::header::QueueKind::Broadcast
+        ));
         #[cfg(shmqueue_loom)]
         return &self.ring.heap.seqs[i];
         #[cfg(not(shmqueue_loom))]
-        // SAFETY: only mpmc.rs calls this, on rings whose validated kind is
-        // MPMC, whose geometry starts every slot with an 8-byte sequence word
+        // SAFETY: only mpmc.rs and broadcast/ call this, on rings whose
+        // validated kind is MPMC or broadcast, whose geometry starts every slot with an 8-byte sequence word
         // (slot stride >= 8 and a multiple of 8: exactly 8 for a zero-sized
         // `T`, as in `Mpmc<()>`). Slot i starts i * stride
         // bytes into the slot array, which holds buffer_size slots inside the
@@ -147,6 +151,82 @@ impl Attachment {
         // SAFETY: as in write_value; any bytes are a valid `T: Pod`.
         unsafe {
             crate::copy::load_value(
+                self.slots
+                    .as_ptr()
+                    .add(i * self.stride + self.value_offset)
+                    .cast::<T>(),
+            )
+        }
+    }
+
+    /// Broadcast: copy `value` into slot `i`'s value with relaxed atomic
+    /// word stores, whatever its size: subscribers may be copying the same
+    /// slot out at the same time (the seqlock tells them afterwards), and
+    /// only atomic accesses make that race defined.
+    ///
+    /// # Safety
+    /// The ring's kind is broadcast; `i < buffer_size`; `T` has the
+    /// geometry's element size and alignment; the caller is the publisher
+    /// (the only writer of values).
+    #[inline]
+    pub(crate) unsafe fn store_racy_value<T: Pod>(&self, i: usize, value: T) {
+        debug_assert!(i < self.buffer_size);
+        #[cfg(shmqueue_loom)]
+        {
+            let h = &self.ring.heap;
+            let bytes = bytemuck::bytes_of(&value);
+            for (k, chunk) in bytes.chunks(8).enumerate() {
+                let mut w = [0u8; 8];
+                w[..chunk.len()].copy_from_slice(chunk);
+                h.words[i * h.words_per_slot + k]
+                    .store(u64::from_le_bytes(w), crate::sync::Ordering::Relaxed);
+            }
+        }
+        #[cfg(not(shmqueue_loom))]
+        // SAFETY: in bounds by the contract and the checked geometry
+        // (value_offset + size <= stride); aligned because the array start,
+        // the stride and value_offset are multiples of the alignment; atomic
+        // word stores, so a concurrent reader's loads are not a data race.
+        unsafe {
+            crate::copy::store(
+                self.slots
+                    .as_ptr()
+                    .add(i * self.stride + self.value_offset)
+                    .cast::<T>(),
+                value,
+            )
+        }
+    }
+
+    /// Broadcast: copy slot `i`'s value out with relaxed atomic word loads.
+    /// The result may be torn by a concurrent overwrite; the caller
+    /// validates it with the slot's sequence word before using it.
+    ///
+    /// # Safety
+    /// The ring's kind is broadcast; `i < buffer_size`; `T` has the
+    /// geometry's element size and alignment.
+    #[inline]
+    pub(crate) unsafe fn load_racy_value<T: Pod>(&self, i: usize) -> T {
+        debug_assert!(i < self.buffer_size);
+        #[cfg(shmqueue_loom)]
+        {
+            let h = &self.ring.heap;
+            let mut out = T::zeroed();
+            let bytes = bytemuck::bytes_of_mut(&mut out);
+            for (k, chunk) in bytes.chunks_mut(8).enumerate() {
+                let w = h.words[i * h.words_per_slot + k]
+                    .load(crate::sync::Ordering::Relaxed)
+                    .to_le_bytes();
+                let n = chunk.len();
+                chunk.copy_from_slice(&w[..n]);
+            }
+            out
+        }
+        #[cfg(not(shmqueue_loom))]
+        // SAFETY: as store_racy_value; atomic word loads, and any bytes are
+        // a valid `T: Pod`, so even a torn value is a valid `T`.
+        unsafe {
+            crate::copy::load(
                 self.slots
                     .as_ptr()
                     .add(i * self.stride + self.value_offset)

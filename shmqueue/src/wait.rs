@@ -455,8 +455,10 @@ fn light_fence() {
     fence(Ordering::SeqCst);
 }
 
-#[cfg_attr(shmqueue_mutation = "no_waiter_fence", allow(dead_code))]
-fn heavy_fence() -> bool {
+/// F1 of the module docs (a SeqCst fence, plus a membarrier on every
+/// registered process); false if the membarrier could not be issued. Also
+/// the subscriber's half of the broadcast join (broadcast/mod.rs).
+pub(crate) fn heavy_fence() -> bool {
     #[cfg(not(shmqueue_loom))]
     return fences::heavy();
     #[cfg(shmqueue_loom)]
