@@ -26,10 +26,14 @@ echo "== loom: MPMC (LOOM_MAX_PREEMPTIONS=$mpmc_bound)"
 SHMQ_MUTATION= run "$mpmc_bound" mpmc
 echo "== loom: byte ring (LOOM_MAX_PREEMPTIONS=$mpmc_bound)"
 SHMQ_MUTATION= run "$mpmc_bound" bytes
+echo "== loom: broadcast (LOOM_MAX_PREEMPTIONS=$mpmc_bound)"
+SHMQ_MUTATION= run "$mpmc_bound" broadcast
 
 # Each mutation is a known bug compiled in through build.rs; loom must fail.
 failed=0
-for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant mpmc:vyukov_seq bytes:bytes_relaxed_publish; do
+for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant mpmc:vyukov_seq bytes:bytes_relaxed_publish \
+    broadcast:bcast_no_gate broadcast:bcast_no_recheck broadcast:bcast_evict_live \
+    broadcast:bcast_no_join_check; do
     file=${m%%:*}
     name=${m#*:}
     echo "== loom must reject mutation: $name (tests/$file.rs)"

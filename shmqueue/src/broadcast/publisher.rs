@@ -253,9 +253,16 @@ fn write_one<T: Pod>(
     // The join check: this load follows the light fence of the previous
     // publish's notification (or the scan's fence), the publisher's half of
     // the Dekker pair with a joining subscriber (module docs).
-    #[cfg(not(shmqueue_mutation = "bcast_no_gate"))]
+    #[cfg(not(any(
+        shmqueue_mutation = "bcast_no_gate",
+        shmqueue_mutation = "bcast_no_join_check"
+    )))]
     let gated = !shape.overwrite
         && (pos >= gate.limit || h.events.joins.load(Ordering::Acquire) != gate.joins);
+    // Mutation for the loom suite: rescan only when the cached limit is
+    // reached, not when a subscriber joined.
+    #[cfg(shmqueue_mutation = "bcast_no_join_check")]
+    let gated = !shape.overwrite && pos >= gate.limit;
     // Mutation for the loom suite: a lossless ring that never looks at its
     // subscribers.
     #[cfg(shmqueue_mutation = "bcast_no_gate")]
@@ -316,7 +323,15 @@ impl Gate {
         if !ask {
             return false;
         }
+        #[cfg(not(shmqueue_mutation = "bcast_evict_live"))]
         let evict = shape.max_lag.is_some_and(|lag| since.elapsed() >= lag);
+        // Mutation for the loom suite: cut loose whoever holds the ring full,
+        // alive or not.
+        #[cfg(shmqueue_mutation = "bcast_evict_live")]
+        let evict = {
+            let _ = since;
+            true
+        };
         let mut changed = false;
         for i in shape.subscribers.clone() {
             let Some(cursor) = gating_cursor(ring, i, pos) else {

@@ -37,6 +37,9 @@ struct Local {
     /// An error `recv_slice` met after it had items to return: reported by
     /// the next call.
     pending: Option<TryRecvError>,
+    /// loom models: dropped as if its process was killed.
+    #[cfg(shmqueue_loom)]
+    killed: bool,
 }
 
 impl<T> fmt::Debug for Subscriber<T> {
@@ -315,10 +318,26 @@ fn rejoin(att: &Attachment, shape: &Shape, local: &mut Local) -> TryRecvError {
     TryRecvError::Evicted { missed: new - c }
 }
 
+impl<T: Pod> Subscriber<T> {
+    /// loom models only: drop this subscriber as the kernel would when its
+    /// process is killed: the liveness token is released, nothing else (the
+    /// entry stays attached, its cursor where it was, nobody is woken).
+    #[cfg(shmqueue_loom)]
+    #[doc(hidden)]
+    pub fn kill(mut self) {
+        self.local.killed = true;
+    }
+}
+
 impl<T> Drop for Subscriber<T> {
     fn drop(&mut self) {
         if !self.att.owned_here() {
             return; // a forked child's copy (liveness.rs, "Fork")
+        }
+        #[cfg(shmqueue_loom)]
+        if self.local.killed {
+            self.att.kill();
+            return;
         }
         self.att.detach();
         // A publisher waiting on us re-scans.
