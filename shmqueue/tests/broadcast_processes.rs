@@ -15,8 +15,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use shmqueue::broadcast::{Broadcast, Publisher, RecvError, Start};
 use shmqueue::TryPushError;
 
@@ -303,8 +301,7 @@ fn a_stopped_subscriber_holds_the_publisher_until_sigcont() {
         .unwrap();
     let mut tx = q.publisher().unwrap();
     let (mut sub, _) = subscriber(test, shm.name(), "latest", &[]);
-    let pid = Pid::from_raw(sub.pid());
-    kill(pid, Signal::SIGSTOP).unwrap();
+    sub.sigstop();
     const N: u64 = 100_000;
     let publisher = thread::spawn(move || publish_range(&mut tx, 0..N));
     wait_for("the ring to fill", || q.stats().published == cap);
@@ -315,7 +312,7 @@ fn a_stopped_subscriber_holds_the_publisher_until_sigcont() {
     let s = q.stats();
     assert_eq!((s.published, s.evictions), (cap, 0), "{s:?}");
     assert!(s.subscribers[0].alive);
-    kill(pid, Signal::SIGCONT).unwrap();
+    sub.sigcont();
     publisher.join().unwrap();
     assert_eq!(done(&mut sub), (N, 0));
 }
@@ -334,8 +331,7 @@ fn past_max_lag_a_stopped_subscriber_is_evicted_with_the_exact_missed_count() {
     let mut tx = q.publisher().unwrap();
     let (mut sub, pos) = subscriber(test, shm.name(), "latest", &[("MAY_MISS", "1".into())]);
     assert_eq!(pos, 0);
-    let pid = Pid::from_raw(sub.pid());
-    kill(pid, Signal::SIGSTOP).unwrap();
+    sub.sigstop();
     const N: u64 = 50_000;
     let started = Instant::now();
     publish_range(&mut tx, 0..N);
@@ -343,7 +339,7 @@ fn past_max_lag_a_stopped_subscriber_is_evicted_with_the_exact_missed_count() {
     assert!(took >= Duration::from_millis(100), "evicted after {took:?}");
     drop(tx);
     assert_eq!(q.stats().evictions, 1);
-    kill(pid, Signal::SIGCONT).unwrap();
+    sub.sigcont();
     // Evicted at 0 and rejoined at the oldest safe position, N - (cap - 1).
     assert_eq!(done(&mut sub), (cap - 1, N - (cap - 1)));
     eprintln!("{test}: the publisher waited {took:?} for the stopped subscriber");

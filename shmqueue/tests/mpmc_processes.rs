@@ -1095,27 +1095,6 @@ fn run_when_idle() -> Result<(), String> {
     Ok(())
 }
 
-/// Whether every thread of process `pid` is in the stopped state.
-fn all_threads_stopped(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    for task in tasks {
-        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
-            return false; // a thread exiting: not stopped
-        };
-        // "tid (comm) S ...": the state follows the last ')'.
-        let state = stat[stat.rfind(')').unwrap() + 1..]
-            .trim_start()
-            .chars()
-            .next();
-        if state != Some('T') {
-            return false;
-        }
-    }
-    true
-}
-
 /// A producer process with `STOP_THREADS` threads pushes blocks tagged
 /// `t << 40 | seq` until told to stop (ledger word 0), recording each
 /// thread's count (word `1 + t`), while this process pops them and stops the

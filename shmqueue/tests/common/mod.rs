@@ -155,6 +155,28 @@ impl ChildProc {
         }
     }
 
+    /// SIGSTOP the child and return once every one of its threads is
+    /// stopped. `kill` returns when the signal is queued, not delivered: a
+    /// child running on another core goes on for a moment, so a test that
+    /// counts on "stopped here" must wait for the kernel to say so.
+    pub fn sigstop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        kill(nix::unistd::Pid::from_raw(self.pid()), Signal::SIGSTOP).expect("SIGSTOP child");
+        let end = Instant::now() + DEADLINE;
+        while !all_threads_stopped(self.pid()) {
+            assert!(Instant::now() < end, "SIGSTOP did not take effect");
+            // Polling with a deadline: there is no wait for "stopped" that
+            // leaves the child to std's Child.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// SIGCONT the child.
+    pub fn sigcont(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        kill(nix::unistd::Pid::from_raw(self.pid()), Signal::SIGCONT).expect("SIGCONT child");
+    }
+
     /// Wait and require a successful exit.
     pub fn success(&mut self) {
         let s = self.wait();
@@ -167,6 +189,28 @@ impl Drop for ChildProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state ('T' in
+/// `/proc/<pid>/task/*/stat`).
+pub fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    for task in tasks {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            return false; // a thread exiting: not stopped
+        };
+        // "tid (comm) S ...": the state follows the last ')'.
+        let state = stat[stat.rfind(')').unwrap() + 1..]
+            .trim_start()
+            .chars()
+            .next();
+        if state != Some('T') {
+            return false;
+        }
+    }
+    true
 }
 
 /// CPU time consumed by the calling thread.
