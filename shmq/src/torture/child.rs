@@ -302,6 +302,9 @@ pub fn consumer(a: RoleArgs) -> Res {
         n += k;
         // Release: the values happen-before the count that covers them.
         l.set(COUNT, n as u64);
+        if done {
+            l.set(FAULTED, n as u64);
+        }
         pace(&l, a.pace_us);
     }
 }

@@ -48,6 +48,9 @@ pub(super) const STATE: usize = 0;
 pub(super) const COUNT: usize = 1;
 pub(super) const PHASE: usize = 2;
 pub(super) const STOP: usize = 3;
+/// Set by a self-test consumer once its injected fault is in the record: the
+/// count just after it (never 0: the fault comes after item 10).
+pub(super) const FAULTED: usize = 4;
 pub(super) const VALUES: usize = 8;
 
 // STATE values.

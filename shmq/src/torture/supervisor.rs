@@ -694,18 +694,21 @@ impl Supervisor<'_> {
     }
 
     /// Wait until child `id` has moved `n` items.
-    pub(super) fn wait_count(&mut self, id: u64, n: u64) -> Res {
+    pub(super) fn wait_word(&mut self, id: u64, word: usize, n: u64) -> Res {
         let end = Instant::now() + self.step;
         while self
             .live
             .iter()
             .find(|p| p.id == id)
-            .is_some_and(|p| p.ledger.get(COUNT) < n)
+            .is_some_and(|p| p.ledger.get(word) < n)
         {
             self.handle_exits()?;
             if Instant::now() > end {
                 return Err(self
-                    .report(&format!("#{id} did not move {n} items"), &[id])
+                    .report(
+                        &format!("#{id}: ledger word {word} did not reach {n}"),
+                        &[id],
+                    )
                     .into());
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -739,8 +742,18 @@ impl Supervisor<'_> {
         let all: Vec<u64> = self.live.iter().map(|p| p.id).collect();
         self.wait_recovery(&all, Instant::now(), "the start")?;
         if let Some(id) = self.injected {
-            // Self-test: let the faulty consumer get past its fault.
-            self.wait_count(id, 14)?;
+            // Self-test: let the faulty consumer get its fault into the
+            // record. (Not a count: a reorder waits for a second item of
+            // the same producer, which other producers' items may precede.)
+            // Then a few clean records after it, so that the fault sits
+            // inside this consumer's record, not at its end.
+            self.wait_word(id, FAULTED, 1)?;
+            let at = self
+                .live
+                .iter()
+                .find(|p| p.id == id)
+                .map_or(0, |p| p.ledger.get(FAULTED));
+            self.wait_word(id, COUNT, at + 3)?;
         }
         // Ids of replacements to kill next, before they recovered.
         let mut chain: Vec<u64> = Vec::new();
