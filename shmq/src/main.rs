@@ -91,6 +91,9 @@ enum Cmd {
     /// (internal) a consumer process of `torture`.
     #[command(hide = true)]
     TortureConsumer(torture::RoleArgs),
+    /// (internal) a broadcast subscriber process of `torture`.
+    #[command(hide = true)]
+    TortureSubscriber(torture::SubscriberArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Cmd::Torture(a) => torture::torture(a),
         Cmd::TortureProducer(a) => torture::producer(a),
         Cmd::TortureConsumer(a) => torture::consumer(a),
+        Cmd::TortureSubscriber(a) => torture::subscriber(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! `shmq torture` as CI runs it: the real binary, SPSC and MPMC, a few
+//! `shmq torture` as CI runs it: the real binary, SPSC and MPMC (and broadcast subscribers), a few
 //! hundred SIGKILLs in all, under a hard wall-clock deadline; and the
 //! checker's self-tests (a deliberately lost, duplicated or reordered record
 //! and a hung consumer must each fail the run).
@@ -36,8 +36,13 @@ impl Names {
         ))
     }
 
-    fn segments(&self) -> [String; 2] {
-        [format!("{}-spsc", self.0), format!("{}-mpmc", self.0)]
+    fn segments(&self) -> [String; 4] {
+        [
+            format!("{}-spsc", self.0),
+            format!("{}-mpmc", self.0),
+            format!("{}-broadcast-lossless", self.0),
+            format!("{}-broadcast-overwrite", self.0),
+        ]
     }
 }
 
@@ -208,6 +213,51 @@ fn hundreds_of_sigkills_lose_nothing_outside_the_window_and_nothing_hangs() {
         run.stdout
     );
     eprintln!("{kills} SIGKILLs in {:?}", run.elapsed);
+}
+
+/// Broadcast, both policies: subscriber processes SIGKILLed at random and
+/// replaced; every subscriber's books must balance (lossless: nothing
+/// missed, survivors got every position; overwrite: received + missed
+/// covers every position), no torn or out-of-order item, and a killed
+/// subscriber never holds the lossless publisher past the step deadline.
+#[test]
+fn broadcast_subscribers_killed_at_random_keep_their_books_exact() {
+    let iterations = "60";
+    let seed = seed_args();
+    let mut args = vec![
+        "--kind",
+        "broadcast",
+        "--iterations",
+        iterations,
+        "--consumers",
+        "3",
+        "--deadline-secs",
+        "40",
+        "--step-deadline-secs",
+        "10",
+    ];
+    args.extend(seed.iter().map(String::as_str));
+    let run = torture("bcast", &args);
+    assert!(run.status.success(), "{}", run.stdout);
+    let sums = summaries(&run.stdout);
+    let kinds: Vec<&str> = sums.iter().map(|m| m["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["broadcast-lossless", "broadcast-overwrite"],
+        "{}",
+        run.stdout
+    );
+    for m in &sums {
+        assert_eq!(num(m, "kills"), 60.0, "{m:?}");
+        assert_eq!(num(m, "violations"), 0.0, "{m:?}");
+        assert!(num(m, "published") > 0.0, "{m:?}");
+        assert!(num(m, "received") > 0.0, "{m:?}");
+        assert_eq!(m["result"], "OK", "{m:?}");
+    }
+    assert_eq!(num(&sums[0], "missed"), 0.0, "lossless: {:?}", sums[0]);
+    // A dead subscriber stops gating within the 20 ms patience plus one
+    // 100 ms sleep slice; 1 s is the requirement.
+    assert!(num(&sums[0], "worst_resume_ms") < 1000.0, "{:?}", sums[0]);
 }
 
 /// The checker itself: each injected fault in a consumer's record must make

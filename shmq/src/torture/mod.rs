@@ -76,12 +76,14 @@ use shmqueue::{Mpmc, Spsc};
 use crate::Res;
 
 mod audit;
+mod broadcast;
 mod child;
 mod ledger;
 mod report;
 mod supervisor;
 
 use audit::*;
+pub use broadcast::{subscriber, SubscriberArgs};
 pub use child::{consumer, producer};
 use ledger::*;
 use report::*;
@@ -95,7 +97,12 @@ use supervisor::*;
 pub enum KindArg {
     Spsc,
     Mpmc,
+    /// SPSC, then MPMC.
     Both,
+    /// A broadcast ring, lossless then overwrite, killing subscribers.
+    Broadcast,
+    /// SPSC, MPMC, then broadcast.
+    All,
 }
 
 impl Inject {
@@ -130,7 +137,8 @@ pub struct TortureArgs {
     /// Kill events per queue kind (one or two victims each).
     #[arg(long, default_value_t = 300)]
     iterations: u64,
-    /// Which queue to torture (`both`: SPSC, then MPMC).
+    /// Which queue to torture (`both`: SPSC, then MPMC; `all`: then
+    /// broadcast too).
     #[arg(long, value_enum, default_value_t = KindArg::Both)]
     kind: KindArg,
     /// Seed of every random choice (default: from the clock). Printed, so a
@@ -150,7 +158,7 @@ pub struct TortureArgs {
     /// MPMC producer processes.
     #[arg(long, default_value_t = 2)]
     producers: u32,
-    /// MPMC consumer processes.
+    /// MPMC consumer processes (broadcast: subscriber processes).
     #[arg(long, default_value_t = 2)]
     consumers: u32,
     /// Largest SPSC batch: half the SPSC incarnations use `push_slice` /
@@ -295,7 +303,8 @@ pub fn torture(a: TortureArgs) -> Res {
     let kinds: &[Kind] = match a.kind {
         KindArg::Spsc => &[Kind::Spsc],
         KindArg::Mpmc => &[Kind::Mpmc],
-        KindArg::Both => &[Kind::Spsc, Kind::Mpmc],
+        KindArg::Both | KindArg::All => &[Kind::Spsc, Kind::Mpmc],
+        KindArg::Broadcast => &[],
     };
     println!(
         "shmq torture: seed {seed} (replay the choices with --seed {seed}), {} iterations per \
@@ -320,6 +329,22 @@ pub fn torture(a: TortureArgs) -> Res {
         };
         print_summary(&s, &a);
         ok &= s.ok();
+    }
+    if matches!(a.kind, KindArg::Broadcast | KindArg::All) {
+        for policy in [
+            shmqueue::broadcast::Policy::Lossless,
+            shmqueue::broadcast::Policy::Overwrite,
+        ] {
+            let s = match broadcast::run(&a, policy, seed ^ 0x6263_6173 ^ policy as u64) {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("shmq torture: FAIL (broadcast {policy:?}): {e}");
+                    return Err(format!("torture failed (seed {seed})").into());
+                }
+            };
+            s.print(a.json);
+            ok &= s.ok();
+        }
     }
     if ok {
         println!("shmq torture: OK");
