@@ -4,31 +4,8 @@
 #![cfg(shmqueue_loom)]
 
 use loom::thread;
+use loom_tests::{model_with_retries as model, push_retry};
 use shmqueue::broadcast::{Broadcast, Start, Subscriber, TryRecvError};
-use shmqueue::TryPushError;
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
-    }
-    b.max_branches = 100_000;
-    b.check(f);
-}
-
-fn publish_retry<T: bytemuck::Pod>(tx: &mut shmqueue::broadcast::Publisher<T>, v: T) {
-    let mut v = v;
-    loop {
-        match tx.try_publish(v) {
-            Ok(()) => return,
-            Err(TryPushError::Full(back)) => {
-                v = back;
-                thread::yield_now();
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-}
 
 /// Receive `n` items with try_recv, yielding while empty; any other error
 /// is a failure of the model.
@@ -42,6 +19,10 @@ fn take(rx: &mut Subscriber<u64>, n: usize) -> Vec<u64> {
         }
     }
     got
+}
+
+fn publish_retry(tx: &mut shmqueue::broadcast::Publisher<u64>, v: u64) {
+    push_retry(v, |v| tx.try_publish(v));
 }
 
 /// Lossless, capacity 1, one publisher and two subscribers, two items: the

@@ -6,20 +6,13 @@
 #![cfg(shmqueue_loom)]
 
 use loom::thread;
+use loom_tests::model;
 use shmqueue::{ByteRing, RecvError, SendError};
 
 /// The smallest ring: 64 bytes, so records wrap (with PAD records) and a
 /// message of more than 24 bytes is sent in fragments.
 fn ring() -> ByteRing {
     ByteRing::builder().capacity(64).spin(0).create_in_heap()
-}
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
-    }
-    b.check(f);
 }
 
 fn message(i: u8, len: usize) -> Vec<u8> {

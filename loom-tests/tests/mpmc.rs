@@ -4,7 +4,8 @@
 #![cfg(shmqueue_loom)]
 
 use loom::thread;
-use shmqueue::{Mpmc, TryPopError, TryPushError};
+use loom_tests::{model_with_retries as model, push_retry};
+use shmqueue::{Mpmc, TryPopError};
 
 fn queue(capacity: usize) -> Mpmc<u64> {
     Mpmc::<u64>::builder()
@@ -13,16 +14,6 @@ fn queue(capacity: usize) -> Mpmc<u64> {
         .max_consumers(2)
         .spin(0)
         .create_in_heap()
-}
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
-    }
-    // try_pop/try_push retry loops yield; give them room.
-    b.max_branches = 100_000;
-    b.check(f);
 }
 
 /// Pop with try_pop, yielding while empty, until `n` items or disconnection.
@@ -39,18 +30,8 @@ fn drain(rx: &mut shmqueue::mpmc::Consumer<u64>, n: usize) -> Vec<u64> {
     got
 }
 
-fn push_retry(tx: &mut shmqueue::mpmc::Producer<u64>, v: u64) {
-    let mut v = v;
-    loop {
-        match tx.try_push(v) {
-            Ok(()) => return,
-            Err(TryPushError::Full(back)) => {
-                v = back;
-                thread::yield_now();
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    }
+fn push(tx: &mut shmqueue::mpmc::Producer<u64>, v: u64) {
+    push_retry(v, |v| tx.try_push(v));
 }
 
 /// 2 producers x 1 consumer, capacity 2: both items arrive exactly once.
@@ -62,7 +43,7 @@ fn two_producers_one_consumer() {
         let ts: Vec<_> = (0..2u64)
             .map(|p| {
                 let mut tx = q.producer().unwrap();
-                thread::spawn(move || push_retry(&mut tx, 10 + p))
+                thread::spawn(move || push(&mut tx, 10 + p))
             })
             .collect();
         let mut got = drain(&mut rx, 2);
@@ -129,7 +110,7 @@ fn hole_of_a_dead_producer_is_skipped_once() {
             drop(dying); // the "kernel" releases its token; nothing else
         });
         let tl = thread::spawn(move || {
-            push_retry(&mut live, 8);
+            push(&mut live, 8);
             drop(live);
         });
         // Until both producers are gone, drain what can be drained.
@@ -182,7 +163,7 @@ fn capacity_one_laps_every_item() {
         let mut rx = q.consumer().unwrap();
         let tp = thread::spawn(move || {
             for v in 1..=3 {
-                push_retry(&mut tx, v);
+                push(&mut tx, v);
             }
         });
         assert_eq!(drain(&mut rx, 3), vec![1, 2, 3]);
@@ -200,8 +181,8 @@ fn capacity_one_two_consumers() {
         let mut a = q.consumer().unwrap();
         let mut b = q.consumer().unwrap();
         let ta = thread::spawn(move || drain(&mut a, 1));
-        push_retry(&mut tx, 1);
-        push_retry(&mut tx, 2);
+        push(&mut tx, 1);
+        push(&mut tx, 2);
         let mut got = drain(&mut b, 1);
         got.extend(ta.join().unwrap());
         got.sort_unstable();

@@ -9,6 +9,7 @@
 #![cfg(shmqueue_loom)]
 
 use loom::thread;
+use loom_tests::model;
 use shmqueue::{PopError, PushError, Spsc, TryPopError, TryPushError};
 
 fn ring(capacity: usize) -> Spsc<u64> {
@@ -16,14 +17,6 @@ fn ring(capacity: usize) -> Spsc<u64> {
         .capacity(capacity)
         .spin(0)
         .create_in_heap()
-}
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
-    }
-    b.check(f);
 }
 
 /// Blocking push/pop through a 1-item ring: B = 2 slots, 3 items wrap the

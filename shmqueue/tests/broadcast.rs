@@ -8,7 +8,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use common::Shm;
+use common::{Shm, Tick};
 use proptest::prelude::*;
 use shmqueue::broadcast::{Broadcast, Policy, RecvError, Start, TryRecvError};
 use shmqueue::{Error, PushError, QueueKind, Role, Spsc, TryPushError};
@@ -201,32 +201,6 @@ fn opening_as_another_kind_or_type_is_incompatible() {
             ..
         })
     ));
-}
-
-/// Items that carry a checksum of themselves: a torn item fails `valid`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C)]
-struct Tick {
-    pos: u64,
-    words: [u64; 6],
-    sum: u64,
-}
-
-impl Tick {
-    fn new(pos: u64) -> Tick {
-        let mut words = [0u64; 6];
-        let mut x = pos.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        for w in &mut words {
-            x ^= x >> 29;
-            x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            *w = x;
-        }
-        let sum = words.iter().fold(pos, |a, &w| a.rotate_left(7) ^ w);
-        Tick { pos, words, sum }
-    }
-    fn valid(&self) -> bool {
-        *self == Tick::new(self.pos)
-    }
 }
 
 #[test]

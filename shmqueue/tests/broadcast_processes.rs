@@ -22,32 +22,6 @@ fn err(e: impl std::fmt::Debug) -> String {
     format!("{e:?}")
 }
 
-/// Items that carry a checksum of themselves: a torn item fails `valid`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C)]
-struct Tick {
-    pos: u64,
-    words: [u64; 6],
-    sum: u64,
-}
-
-impl Tick {
-    fn new(pos: u64) -> Tick {
-        let mut words = [0u64; 6];
-        let mut x = pos.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        for w in &mut words {
-            x ^= x >> 29;
-            x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            *w = x;
-        }
-        let sum = words.iter().fold(pos, |a, &w| a.rotate_left(7) ^ w);
-        Tick { pos, words, sum }
-    }
-    fn valid(&self) -> bool {
-        *self == Tick::new(self.pos)
-    }
-}
-
 fn start_arg(s: &str) -> Start {
     match s {
         "latest" => Start::Latest,
@@ -197,10 +171,7 @@ fn one_publisher_four_subscriber_processes_ten_million_items_each() {
     dispatch();
     let test = "one_publisher_four_subscriber_processes_ten_million_items_each";
     let shm = Shm::new("bc-fanout");
-    let q = Broadcast::<u64>::builder()
-        .capacity(4096)
-        .create(shm.name())
-        .unwrap();
+    let q = Broadcast::<u64>::create(shm.name(), 4096).unwrap();
     let mut tx = q.publisher().unwrap();
     let mut subs: Vec<ChildProc> = (0..4)
         .map(|_| {
@@ -230,10 +201,7 @@ fn late_joiners_start_latest_oldest_or_at_a_sequence_number() {
     dispatch();
     let test = "late_joiners_start_latest_oldest_or_at_a_sequence_number";
     let shm = Shm::new("bc-late");
-    let q = Broadcast::<u64>::builder()
-        .capacity(256)
-        .create(shm.name())
-        .unwrap();
+    let q = Broadcast::<u64>::create(shm.name(), 256).unwrap();
     let mut tx = q.publisher().unwrap();
     // Nobody subscribed: the ring keeps the newest items.
     publish_range(&mut tx, 0..1000);
@@ -254,10 +222,7 @@ fn a_killed_subscriber_stops_holding_the_publisher_within_a_second() {
     let test = "a_killed_subscriber_stops_holding_the_publisher_within_a_second";
     let shm = Shm::new("bc-kill");
     let cap = 1024u64;
-    let q = Broadcast::<u64>::builder()
-        .capacity(cap as usize)
-        .create(shm.name())
-        .unwrap();
+    let q = Broadcast::<u64>::create(shm.name(), cap as usize).unwrap();
     let mut tx = q.publisher().unwrap();
     let (mut victim, _) = subscriber(test, shm.name(), "latest", &[("STOP_AT", "5000".into())]);
     let mut healthy: Vec<ChildProc> = (0..2)
@@ -295,10 +260,7 @@ fn a_stopped_subscriber_holds_the_publisher_until_sigcont() {
     let test = "a_stopped_subscriber_holds_the_publisher_until_sigcont";
     let shm = Shm::new("bc-stop");
     let cap = 1024u64;
-    let q = Broadcast::<u64>::builder()
-        .capacity(cap as usize)
-        .create(shm.name())
-        .unwrap();
+    let q = Broadcast::<u64>::create(shm.name(), cap as usize).unwrap();
     let mut tx = q.publisher().unwrap();
     let (mut sub, _) = subscriber(test, shm.name(), "latest", &[]);
     sub.sigstop();

@@ -243,3 +243,30 @@ pub fn cannot_unshare(what: &str) -> Option<String> {
         Err(e) => Some(format!("no `unshare` command (util-linux): {e}")),
     }
 }
+
+/// Items that carry a checksum of themselves: a torn item (words from two
+/// different writes) fails `valid`. The broadcast tests use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct Tick {
+    pub pos: u64,
+    pub words: [u64; 6],
+    pub sum: u64,
+}
+
+impl Tick {
+    pub fn new(pos: u64) -> Tick {
+        let mut words = [0u64; 6];
+        let mut x = pos.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for w in &mut words {
+            x ^= x >> 29;
+            x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            *w = x;
+        }
+        let sum = words.iter().fold(pos, |a, &w| a.rotate_left(7) ^ w);
+        Tick { pos, words, sum }
+    }
+    pub fn valid(&self) -> bool {
+        *self == Tick::new(self.pos)
+    }
+}
