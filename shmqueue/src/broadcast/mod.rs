@@ -36,7 +36,8 @@
 //! it next overwrites anything, or the subscriber sees a position from
 //! which it can start safely.
 //!
-//! Byte messages are not broadcast yet: only fixed-size `T: Pod` items.
+//! Byte messages of any size go through [`messages`]: chunks of a typed
+//! ring, reassembled and checked by each subscriber.
 //!
 //! ```
 //! use shmqueue::broadcast::{Broadcast, Start};
@@ -54,6 +55,7 @@
 //! ```
 
 mod error;
+pub mod messages;
 mod publisher;
 mod subscriber;
 
