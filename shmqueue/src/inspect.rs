@@ -128,12 +128,14 @@ pub struct EndpointInfo {
     pub alive: bool,
     /// MPMC: the position the endpoint is claiming, if any.
     pub claim: Option<u64>,
-    /// Broadcast subscribers: the next position it reads.
+    /// Broadcast subscribers: the next position it reads (for a detached
+    /// entry, the last one it had; `None` for a never-attached one).
     pub cursor: Option<u64>,
-    /// Broadcast subscribers: items published that it has not read
-    /// ([`SegmentInfo::published`] minus the cursor). `None` when either is
-    /// not known, or the cursor is past the publisher (a value shmqueue
-    /// never writes; the cursor is still shown as found).
+    /// Broadcast subscribers recorded as attached (alive or dead): items
+    /// published that it has not read ([`SegmentInfo::published`] minus the
+    /// cursor). `None` when either is not known, or the cursor is past the
+    /// publisher (a value shmqueue never writes; the cursor is still shown
+    /// as found).
     pub lag: Option<u64>,
     /// Broadcast subscribers: evicted by the publisher and not yet told.
     pub evicted: bool,
@@ -824,6 +826,13 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
             let e = &registry[(i as usize) * entry_size as usize..];
             let state = ne_u32(e, core::mem::offset_of!(EndpointEntry, state));
             let claim = ne_u64(e, core::mem::offset_of!(EndpointEntry, claim));
+            let subscriber = known == Some(QueueKind::Broadcast) && i >= producers;
+            let status = match state & STATUS_MASK {
+                STATUS_VACANT => EndpointStatus::Vacant,
+                STATUS_ATTACHED => EndpointStatus::Attached,
+                STATUS_DETACHED => EndpointStatus::Detached,
+                _ => EndpointStatus::Invalid,
+            };
             info.endpoints.push(EndpointInfo {
                 index: i,
                 role: if i < producers {
@@ -831,12 +840,7 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
                 } else {
                     Role::Consumer
                 },
-                status: match state & STATUS_MASK {
-                    STATUS_VACANT => EndpointStatus::Vacant,
-                    STATUS_ATTACHED => EndpointStatus::Attached,
-                    STATUS_DETACHED => EndpointStatus::Detached,
-                    _ => EndpointStatus::Invalid,
-                },
+                status,
                 generation: state >> 2,
                 pid: ne_u32(e, core::mem::offset_of!(EndpointEntry, pid)),
                 // A failed probe is reported as "alive": never call a
@@ -844,11 +848,11 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
                 alive: liveness::is_held(file.as_fd(), i).unwrap_or(true),
                 claim: (known == Some(QueueKind::Mpmc) && claim & CLAIM_ACTIVE != 0)
                     .then_some(claim & !CLAIM_ACTIVE),
-                cursor: (known == Some(QueueKind::Broadcast) && i >= producers).then_some(claim),
+                cursor: (subscriber && status != EndpointStatus::Vacant).then_some(claim),
                 // Only from a validated head, and only for a cursor at or
                 // below it: shmqueue never stores one past the publisher.
                 lag: match info.published {
-                    Some(head) if known == Some(QueueKind::Broadcast) && i >= producers => {
+                    Some(head) if subscriber && status == EndpointStatus::Attached => {
                         head.checked_sub(claim)
                     }
                     _ => None,
@@ -1063,7 +1067,7 @@ mod tests {
         let n = Name::new("bcast");
         let q = Broadcast::<u64>::builder()
             .capacity(8)
-            .max_subscribers(3)
+            .max_subscribers(4)
             .max_lag(Duration::from_millis(250))
             .create(&n.0)
             .unwrap();
@@ -1084,7 +1088,7 @@ mod tests {
         assert_eq!(info.max_lag, Some(Duration::from_millis(250)));
         assert_eq!((info.published, info.fill), (Some(5), Some(5)));
         assert_eq!((info.evictions, info.laps), (Some(0), Some(0)));
-        assert_eq!(info.endpoints.len(), 4, "publisher + 3 subscriber slots");
+        assert_eq!(info.endpoints.len(), 5, "publisher + 4 subscriber slots");
         let p = &info.endpoints[0];
         assert_eq!((p.role, p.liveness()), (Role::Producer, Liveness::Alive));
         assert_eq!((p.cursor, p.lag), (None, None));
@@ -1097,7 +1101,8 @@ mod tests {
             [
                 (Liveness::Alive, Some(3), Some(2), false),
                 (Liveness::Alive, Some(0), Some(5), false),
-                (Liveness::Free, Some(0), Some(5), false),
+                (Liveness::Free, Some(0), None, false),
+                (Liveness::Free, None, None, false),
             ]
         );
         assert_eq!(info.endpoints[3].status, EndpointStatus::Detached);
