@@ -54,6 +54,9 @@ use super::{
 };
 use crate::Res;
 
+/// Data area of a byte ring `--create` makes without `--capacity`.
+const DEFAULT_CAPACITY: usize = 1 << 20;
+
 // --------------------------------------------------------------------------
 // Opening the ring
 // --------------------------------------------------------------------------
@@ -68,18 +71,28 @@ fn explain(e: Error, name: &str) -> Box<dyn std::error::Error> {
         .into(),
         Error::Incompatible {
             field: "queue kind",
+            found,
             ..
         } => {
             let what = shmqueue::inspect(name).map_or_else(
                 |_| "another kind of queue".to_owned(),
-                |s| match s.elem_size {
-                    Some(n) => format!("an {} queue of {n}-byte elements", s.kind_label()),
-                    None => format!("an {} queue", s.kind_label()),
+                |s| {
+                    let kind = s.kind_label();
+                    let a = if kind.starts_with('b') { "a" } else { "an" };
+                    match s.elem_size {
+                        Some(n) => format!("{a} {kind} queue of {n}-byte elements"),
+                        None => format!("{a} {kind} queue"),
+                    }
                 },
             );
+            let hint = if found == shmqueue::QueueKind::Broadcast as u64 {
+                "; to publish or subscribe to it, pass --kind broadcast"
+            } else {
+                "; shmq send/recv use byte rings and broadcast rings only"
+            };
             format!(
-                "{name:?} is not a byte ring: it is {what}; shmq send/recv only use byte \
-                 rings (see `shmq stat {name}`; pick another name, or create one with --create)"
+                "{name:?} is not a byte ring: it is {what}{hint} (see `shmq stat {name}`; \
+                 or pick another name, or create one with --create)"
             )
             .into()
         }
@@ -105,7 +118,7 @@ fn open_ring(a: &RingArgs, max_message: usize) -> Res<(ByteRing, Owned)> {
     // Create, or open what someone else created; retry if it is removed
     // between the two.
     for _ in 0..5 {
-        let mut b = builder().capacity(a.capacity);
+        let mut b = builder().capacity(a.capacity.unwrap_or(DEFAULT_CAPACITY));
         if let Some(m) = a.mode {
             b = b.mode(m);
         }

@@ -1,15 +1,29 @@
 //! `shmq send NAME` / `shmq recv NAME`: lines of text or records through a
-//! ring, from the shell. What the commands share lives here (arguments,
-//! ring ownership, waiting for a peer, output framing); each kind of ring
-//! has its own file: `bytes.rs` (a `shmqueue::ByteRing`; its module doc
-//! says the framing, waiting and exit-status conventions).
+//! ring, from the shell. Two kinds (`--kind`, the same on both sides), each
+//! in its own file, whose module doc has the details:
+//!
+//! * `bytes` (the default, `bytes.rs`): a byte ring (`shmqueue::ByteRing`),
+//!   one sender and one receiver, messages of any size.
+//! * `broadcast` (`broadcast.rs`): a broadcast ring (`shmqueue::Broadcast`),
+//!   one publisher and any number of subscribers, each of which receives
+//!   every line, in fixed-size items (`--item-size`).
+//!
+//! What both share lives here: the arguments, ring ownership (a ring a
+//! command created with `--create` is removed when it is done unless
+//! `--keep`), waiting for a peer like a FIFO, the output framing (lines,
+//! `-0`, `--json`), and the exit statuses: 0 success; 1 error; 2 usage
+//! (including an option of the other kind, such as `--raw` with
+//! `--kind broadcast`); 4 a `--timeout` expired; 5 (broadcast `recv`
+//! only) the subscriber was lapped or evicted and missed lines, but
+//! otherwise finished.
 
+mod broadcast;
 mod bytes;
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use shmqueue::inspect::EndpointStatus;
 use shmqueue::Role;
 
@@ -17,6 +31,18 @@ use crate::{ExitWith, Res};
 
 /// Exit status when a `--timeout` expired.
 pub const EXIT_TIMEOUT: u8 = 4;
+/// Exit status of a usage error (as the argument parser's).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Which kind of ring `send`/`recv` use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// A byte ring: one sender, one receiver, messages of any size.
+    Bytes,
+    /// A broadcast ring: one publisher, many subscribers, each getting
+    /// every line; lines up to --item-size minus 4 bytes.
+    Broadcast,
+}
 
 /// Options shared by `send` and `recv`: which ring, and whether to make it.
 #[derive(Args, Clone)]
@@ -27,12 +53,35 @@ pub struct RingArgs {
     /// created here is removed on exit unless --keep.
     #[arg(long)]
     create: bool,
-    /// With --create: bytes of the ring's data area (a multiple of 8, at
-    /// least 64; suffixes k, M, G). Messages larger than the ring are sent
-    /// in fragments.
-    #[arg(long, value_name = "BYTES", requires = "create", value_parser = parse_bytes,
-          default_value = "1M")]
-    capacity: usize,
+    /// The kind of ring: a byte ring, or a broadcast ring (one publisher,
+    /// many subscribers).
+    #[arg(long, value_enum, default_value = "bytes")]
+    kind: Kind,
+    /// With --create: a byte ring's data area in bytes (a multiple of 8, at
+    /// least 64; suffixes k, M, G; default 1M; messages larger than the
+    /// ring are sent in fragments), or a broadcast ring's items (default
+    /// 1024).
+    #[arg(long, value_name = "N", requires = "create", value_parser = parse_bytes)]
+    capacity: Option<usize>,
+    /// Broadcast: bytes per item, the 4-byte length prefix included, so a
+    /// line holds up to this minus 4: 64, 128, 256, 512, 1024, 2048 or
+    /// 4096 (default 256). Must match the ring's when opening one.
+    #[arg(long, value_name = "BYTES", value_parser = broadcast::parse_item_size)]
+    item_size: Option<usize>,
+    /// Broadcast, with --create: the publisher never waits and overwrites
+    /// what slow subscribers have not read (they are told how many they
+    /// missed). Default: lossless (it waits for the slowest subscriber).
+    #[arg(long, requires = "create", conflicts_with = "max_lag")]
+    overwrite: bool,
+    /// Broadcast, with --create, lossless: a subscriber that keeps the ring
+    /// full for longer than this is evicted (it skips ahead and is told
+    /// how many it missed). Default: never.
+    #[arg(long, value_name = "DUR", requires = "create", value_parser = parse_duration)]
+    max_lag: Option<Duration>,
+    /// Broadcast, with --create: most subscribers attached at once
+    /// (default 64, at most 1024).
+    #[arg(long, value_name = "N", requires = "create")]
+    max_subscribers: Option<u32>,
     /// With --create: permission bits of a new ring, in octal (default 600).
     #[arg(long, value_name = "OCTAL", requires = "create", value_parser = parse_mode)]
     mode: Option<u32>,
@@ -76,6 +125,11 @@ pub struct RecvArgs {
     /// Stop after this many messages.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Broadcast: where to start: "latest" (only what is published from
+    /// now on; the default), "oldest" (what is still in the ring, then on)
+    /// or a position (lines count from 0).
+    #[arg(long, value_name = "WHERE", value_parser = parse_start)]
+    start: Option<shmqueue::broadcast::Start>,
 }
 
 // --------------------------------------------------------------------------
@@ -132,6 +186,55 @@ fn parse_record_size(s: &str) -> Result<usize, String> {
     match parse_bytes(s)? {
         0 => Err("a record has at least 1 byte".into()),
         n => Ok(n),
+    }
+}
+
+fn parse_start(s: &str) -> Result<shmqueue::broadcast::Start, String> {
+    use shmqueue::broadcast::Start;
+    match s.trim() {
+        "latest" => Ok(Start::Latest),
+        "oldest" => Ok(Start::Oldest),
+        t => t
+            .parse::<u64>()
+            .map(Start::At)
+            .map_err(|_| format!("{s:?} is not latest, oldest or a position (e.g. 0, 1000)")),
+    }
+}
+
+fn usage(msg: String) -> Box<dyn std::error::Error> {
+    Box::new(ExitWith {
+        code: EXIT_USAGE,
+        msg,
+    })
+}
+
+/// Options of one kind given with `--kind` of the other: a usage error
+/// (clap cannot say "only with this value"). `(flag, given)` pairs.
+fn check_kind(
+    ring: &RingArgs,
+    bytes_only: &[(&str, bool)],
+    broadcast_only: &[(&str, bool)],
+) -> Res {
+    let shared_broadcast_only = [
+        ("--item-size", ring.item_size.is_some()),
+        ("--overwrite", ring.overwrite),
+        ("--max-lag", ring.max_lag.is_some()),
+        ("--max-subscribers", ring.max_subscribers.is_some()),
+    ];
+    let bad = match ring.kind {
+        Kind::Bytes => shared_broadcast_only
+            .iter()
+            .chain(broadcast_only)
+            .find(|o| o.1)
+            .map(|o| (o.0, "--kind broadcast")),
+        Kind::Broadcast => bytes_only
+            .iter()
+            .find(|o| o.1)
+            .map(|o| (o.0, "--kind bytes")),
+    };
+    match bad {
+        Some((flag, kind)) => Err(usage(format!("{flag} is only for {kind}"))),
+        None => Ok(()),
     }
 }
 
@@ -280,11 +383,24 @@ fn base64(data: &[u8]) -> String {
 }
 
 pub fn send(a: SendArgs) -> Res {
-    bytes::send(a)
+    let bytes_only = [("--raw", a.raw), ("--record-size", a.record_size.is_some())];
+    check_kind(&a.ring, &bytes_only, &[])?;
+    match a.ring.kind {
+        Kind::Bytes => bytes::send(a),
+        Kind::Broadcast => broadcast::send(a),
+    }
 }
 
 pub fn recv(a: RecvArgs) -> Res {
-    bytes::recv(a)
+    check_kind(
+        &a.ring,
+        &[("--raw", a.raw)],
+        &[("--start", a.start.is_some())],
+    )?;
+    match a.ring.kind {
+        Kind::Bytes => bytes::recv(a),
+        Kind::Broadcast => broadcast::recv(a),
+    }
 }
 
 #[cfg(test)]
