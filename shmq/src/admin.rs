@@ -10,18 +10,30 @@
 //! objects, `stat` one segment object, `rm` an array of
 //! `{"name", "result": "removed"|"refused"|"error", "reason"}`. A segment
 //! object has: `name`, `shmqueue`, `kind` (number or null), `kind_name`
-//! ("spsc", "mpmc" or null), `version`, `elem_size`, `elem_align`,
-//! `capacity`, `size`, `fill`, `schema`, `creator_pid`, `uid`, `gid`, `mode`
-//! (octal string), `init` ("ready", "uninitialised", "invalid" or null),
-//! `in_use`, `stale`, `endpoints_alive`, `endpoints_attached`, `endpoints`
-//! (`index`, `role`, `status`, `generation`, `pid`, `alive`, `claim`) and
-//! `checks` (`name`, `outcome`: "pass"|"fail"|"skipped", `detail`). Header
-//! values are as found in the segment: untrusted.
+//! ("spsc", "mpmc", "bytes", "broadcast" or null), `version`, `elem_size`,
+//! `elem_align`, `capacity`, `size`, `fill`, `schema`, `creator_pid`, `uid`,
+//! `gid`, `mode` (octal string), `init` ("ready", "uninitialised",
+//! "invalid" or null), `in_use`, `stale`, `endpoints_alive`,
+//! `endpoints_attached`, the broadcast fields (null for other kinds):
+//! `policy` ("lossless"|"overwrite"), `max_lag_ns` (null when not set),
+//! `published`, `evictions`, `laps`; `endpoints` (`index`, `role`,
+//! `status`, `generation`, `pid`, `alive`, `liveness`:
+//! "alive"|"dead"|"free", `claim`, and for broadcast subscribers `cursor`,
+//! `lag`, `evicted`) and `checks` (`name`, `outcome`:
+//! "pass"|"fail"|"skipped", `detail`). Header values are as found in the
+//! segment: untrusted.
+//!
+//! `ls` columns: NAME, KIND, POLICY (broadcast: lossless/overwrite; `-`
+//! otherwise), ELEM, CAPACITY, FILL, ALIVE/ATT, STALE, CHECKS.
 
 use clap::Args;
 use serde::Serialize;
-use shmqueue::inspect::{self, EndpointStatus, InitState, Outcome, Refusal, Removal, SegmentInfo};
+use shmqueue::broadcast::Policy;
+use shmqueue::inspect::{
+    self, EndpointInfo, EndpointStatus, InitState, Liveness, Outcome, Refusal, Removal, SegmentInfo,
+};
 use shmqueue::Error;
+use shmqueue::{QueueKind, Role};
 
 use crate::{ExitWith, Res};
 
@@ -100,6 +112,11 @@ struct JsonSegment<'a> {
     stale: bool,
     endpoints_alive: usize,
     endpoints_attached: usize,
+    policy: Option<&'static str>,
+    max_lag_ns: Option<u64>,
+    published: Option<u64>,
+    evictions: Option<u64>,
+    laps: Option<u64>,
     endpoints: Vec<JsonEndpoint>,
     checks: Vec<JsonCheck<'a>>,
 }
@@ -112,7 +129,14 @@ struct JsonEndpoint {
     generation: u32,
     pid: u32,
     alive: bool,
+    liveness: &'static str,
     claim: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evicted: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -146,6 +170,22 @@ fn outcome_name(o: Outcome) -> &'static str {
     }
 }
 
+fn policy_name(p: Policy) -> &'static str {
+    match p {
+        Policy::Lossless => "lossless",
+        Policy::Overwrite => "overwrite",
+    }
+}
+
+/// "publisher"/"subscriber" on a broadcast ring, the role otherwise.
+fn role_name(s: &SegmentInfo, e: &EndpointInfo) -> String {
+    match (s.queue_kind(), e.role) {
+        (Some(QueueKind::Broadcast), Role::Producer) => "publisher".into(),
+        (Some(QueueKind::Broadcast), Role::Consumer) => "subscriber".into(),
+        (_, r) => r.to_string(),
+    }
+}
+
 fn init_name(i: InitState) -> &'static str {
     match i {
         InitState::Ready => "ready",
@@ -176,6 +216,13 @@ fn json_segment(s: &SegmentInfo) -> JsonSegment<'_> {
         stale: s.stale,
         endpoints_alive: s.endpoints_alive(),
         endpoints_attached: s.endpoints_attached(),
+        policy: s.policy.map(policy_name),
+        max_lag_ns: s
+            .max_lag
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        published: s.published,
+        evictions: s.evictions,
+        laps: s.laps,
         endpoints: s
             .endpoints
             .iter()
@@ -186,7 +233,11 @@ fn json_segment(s: &SegmentInfo) -> JsonSegment<'_> {
                 generation: e.generation,
                 pid: e.pid,
                 alive: e.alive,
+                liveness: e.liveness().label(),
                 claim: e.claim,
+                cursor: e.cursor,
+                lag: e.lag,
+                evicted: e.cursor.map(|_| e.evicted),
             })
             .collect(),
         checks: s
@@ -219,12 +270,13 @@ pub fn ls(a: LsArgs) -> Res {
     if a.json {
         return print_json(&segs.iter().map(json_segment).collect::<Vec<_>>());
     }
-    let rows: Vec<[String; 8]> = segs
+    let rows: Vec<[String; 9]> = segs
         .iter()
         .map(|s| {
             [
                 s.name.clone(),
                 s.kind_label(),
+                s.policy.map_or("-", policy_name).into(),
                 opt(s.elem_size),
                 opt(s.capacity),
                 opt(s.fill),
@@ -238,6 +290,7 @@ pub fn ls(a: LsArgs) -> Res {
     let head = [
         "NAME",
         "KIND",
+        "POLICY",
         "ELEM",
         "CAPACITY",
         "FILL",
@@ -251,11 +304,11 @@ pub fn ls(a: LsArgs) -> Res {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: [&str; 8]| {
+    let line = |cells: [&str; 9]| {
         let mut s = String::new();
         for (i, (c, w)) in cells.iter().zip(w).enumerate() {
             // Names and words left-aligned, numbers right-aligned.
-            if (2..=4).contains(&i) {
+            if (3..=5).contains(&i) {
                 s += &format!("{c:>w$}  ");
             } else {
                 s += &format!("{c:<w$}  ");
@@ -324,29 +377,61 @@ pub fn stat(a: StatArgs) -> Res {
             }
         );
         println!("  stale         {}", if s.stale { "yes" } else { "no" });
+        if let Some(p) = s.policy {
+            let lag = s.max_lag.map_or_else(
+                || match p {
+                    Policy::Lossless => {
+                        ", no max lag (a stopped subscriber holds the publisher)".to_owned()
+                    }
+                    Policy::Overwrite => String::new(),
+                },
+                |d| format!(", max lag {d:?} (then evicted)"),
+            );
+            println!("  policy        {}{lag}", policy_name(p));
+            println!("  published     {}", opt(s.published));
+            println!(
+                "  evictions     {} (laps {})",
+                opt(s.evictions),
+                opt(s.laps)
+            );
+        }
         println!(
             "  endpoints     {} alive, {} attached",
             s.endpoints_alive(),
             s.endpoints_attached()
         );
+        let mut never = 0;
         for e in &s.endpoints {
             if e.status == EndpointStatus::Vacant && !e.alive {
+                never += 1;
                 continue;
             }
             let claim = e.claim.map_or(String::new(), |c| format!(", claims {c}"));
+            let cursor = e.cursor.filter(|_| e.status == EndpointStatus::Attached);
+            let cursor = cursor.map_or(String::new(), |c| {
+                format!(
+                    ", cursor {c}, lag {}{}",
+                    e.lag
+                        .map_or_else(|| "? (cursor past the publisher)".into(), |l| l.to_string()),
+                    if e.evicted { ", EVICTED" } else { "" }
+                )
+            });
             println!(
-                "    #{:<4} {:<8} {:<8} gen {:<5} pid {:<8} {}{claim}",
+                "    #{:<4} {:<10} {:<8} gen {:<5} pid {:<8} {}{claim}{cursor}",
                 e.index,
-                e.role,
+                role_name(&s, e),
                 status_name(e.status),
                 e.generation,
                 e.pid,
-                match (e.alive, e.status) {
-                    (true, _) => "alive",
-                    (false, EndpointStatus::Attached) => "DEAD (holder died)",
-                    (false, _) => "-",
+                match e.liveness() {
+                    Liveness::Alive => "alive",
+                    Liveness::Dead => "DEAD (holder died)",
+                    Liveness::Free => "free",
                 }
             );
+        }
+        if never > 0 {
+            println!("    ({never} more never attached)");
         }
     }
     println!("  checks");

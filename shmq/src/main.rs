@@ -3,7 +3,7 @@
 //! One module per subcommand: `demo` (the main job: a verified stream between
 //! two real processes); `admin` (`ls`, `stat`, `rm`: inspect and clean up
 //! segments); `sendrecv` (`send`, `recv`: lines or raw bytes through a byte
-//! ring from the shell); `bench` (the IPC comparison matrix); `torture`
+//! ring, or lines through a broadcast ring, from the shell); `bench` (the IPC comparison matrix); `torture`
 //! (SIGKILL endpoints at random points and audit the result). Each module owns its
 //! arguments and its work; this file only dispatches.
 
@@ -68,12 +68,14 @@ enum Cmd {
     /// --force; or every stale one with --stale. Exit status 3: refused.
     Rm(admin::RmArgs),
     /// Send stdin through a byte ring: one message per line (or NUL-separated
-    /// record, fixed-size record, or all of stdin with --raw). Exit status 4:
+    /// record, fixed-size record, or all of stdin with --raw); with --kind
+    /// broadcast, publish each line to a broadcast ring. Exit status 4:
     /// --timeout expired.
     Send(sendrecv::SendArgs),
     /// Print messages received from a byte ring, one per line (or
-    /// NUL-terminated, raw, or JSON), until the sender disconnects. Exit
-    /// status 4: --timeout expired.
+    /// NUL-terminated, raw, or JSON), until the sender disconnects; with
+    /// --kind broadcast, subscribe to a broadcast ring. Exit status 4:
+    /// --timeout expired; 5: a broadcast subscriber missed lines.
     Recv(sendrecv::RecvArgs),
     /// Compare shmqueue with other IPC mechanisms (throughput, round trip,
     /// wake-up latency, idle CPU) and report figures, ratios, JSON and SVG.

@@ -93,7 +93,7 @@ fn prefix(tag: &str) -> String {
     format!("/shmq-test-{}-{tag}", std::process::id())
 }
 
-const SEGMENT_FIELDS: [&str; 22] = [
+const SEGMENT_FIELDS: [&str; 27] = [
     "name",
     "shmqueue",
     "kind",
@@ -114,6 +114,11 @@ const SEGMENT_FIELDS: [&str; 22] = [
     "stale",
     "endpoints_alive",
     "endpoints_attached",
+    "policy",
+    "max_lag_ns",
+    "published",
+    "evictions",
+    "laps",
     "endpoints",
     "checks",
 ];
@@ -177,7 +182,10 @@ fn ls_shows_live_rings_and_stale_ones_after_sigkill_and_rm_stale_removes_only_th
         assert_eq!(e["status"], "attached");
         assert_eq!(e["alive"], true);
         assert_eq!(e["pid"], child.pid());
+        assert_eq!(e["liveness"], "alive");
+        assert!(e.get("cursor").is_none(), "broadcast only: {e}");
     }
+    assert!(s["policy"].is_null() && s["published"].is_null(), "{s}");
     let checks = s["checks"].as_array().unwrap();
     assert_eq!(checks.len(), shmqueue::inspect::CHECKS.len());
     assert!(checks.iter().all(|c| c["outcome"] == "pass"), "{s}");
@@ -190,7 +198,7 @@ fn ls_shows_live_rings_and_stale_ones_after_sigkill_and_rm_stale_removes_only_th
         .find(|l| l.starts_with(dead.name()))
         .expect("the table lists the ring");
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cols[1..8], ["spsc", "8", "16", "3", "2/2", "no", "ok"]);
+    assert_eq!(cols[1..9], ["spsc", "-", "8", "16", "3", "2/2", "no", "ok"]);
 
     // Dead: the kernel released the holder's locks when it was killed.
     child.sigkill();
@@ -199,6 +207,9 @@ fn ls_shows_live_rings_and_stale_ones_after_sigkill_and_rm_stale_removes_only_th
     assert_eq!(s["in_use"], false);
     assert_eq!(s["endpoints_alive"], 0);
     assert_eq!(s["endpoints_attached"], 2, "nobody reaped them");
+    for e in s["endpoints"].as_array().unwrap() {
+        assert_eq!(e["liveness"], "dead", "{e}");
+    }
     assert_eq!(s["fill"], 3);
     let table = shmq(&["ls", "--prefix", dead.name()]);
     let cols: Vec<String> = table
@@ -209,7 +220,7 @@ fn ls_shows_live_rings_and_stale_ones_after_sigkill_and_rm_stale_removes_only_th
         .split_whitespace()
         .map(String::from)
         .collect();
-    assert_eq!(cols[5..7], ["0/2", "yes"]);
+    assert_eq!(cols[6..8], ["0/2", "yes"]);
     let stat = shmq(&["stat", dead.name()]);
     assert_eq!(stat.code, 0);
     assert!(stat.stdout.contains("STALE"), "{}", stat.stdout);
@@ -431,4 +442,103 @@ fn a_byte_ring_is_listed_as_bytes_with_its_fill_in_bytes() {
         .filter(|c| c["outcome"] == "fail")
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+#[test]
+fn a_broadcast_ring_shows_its_policy_and_each_subscribers_cursor_and_lag() {
+    use shmqueue::broadcast::{Broadcast, Start};
+    let ring = Shm::new("bcast-ls");
+    let q = Broadcast::<u64>::builder()
+        .capacity(16)
+        .max_subscribers(4)
+        .max_lag(Duration::from_millis(250))
+        .create(ring.name())
+        .unwrap();
+    let mut tx = q.publisher().unwrap();
+    let mut a = q.subscribe(Start::Latest).unwrap();
+    let _b = q.subscribe(Start::Latest).unwrap();
+    for i in 0..5 {
+        tx.publish(i).unwrap();
+    }
+    a.recv().unwrap();
+    a.recv().unwrap();
+
+    let table = shmq(&["ls", "--prefix", ring.name()]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("NAME"), "{}", table.stdout);
+    let head: Vec<&str> = table
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(head[1..3], ["KIND", "POLICY"]);
+    let cols: Vec<&str> = table
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        cols[1..9],
+        ["broadcast", "lossless", "8", "16", "5", "3/3", "no", "ok"]
+    );
+
+    let st = shmq(&["stat", ring.name()]);
+    assert_eq!(st.code, 0);
+    assert!(
+        st.stdout.contains("policy        lossless, max lag 250ms"),
+        "{}",
+        st.stdout
+    );
+    assert!(st.stdout.contains("published     5"), "{}", st.stdout);
+    let subs: Vec<&str> = st
+        .stdout
+        .lines()
+        .filter(|l| l.contains("subscriber"))
+        .collect();
+    assert_eq!(subs.len(), 2, "{}", st.stdout);
+    assert!(subs[0].contains("alive, cursor 2, lag 3"), "{}", subs[0]);
+    assert!(subs[1].contains("alive, cursor 0, lag 5"), "{}", subs[1]);
+    assert!(
+        st.stdout.contains("(2 more never attached)"),
+        "{}",
+        st.stdout
+    );
+
+    let v = json(&["stat", "--json", ring.name()]);
+    assert_eq!(v["kind_name"], "broadcast");
+    assert_eq!(v["policy"], "lossless");
+    assert_eq!(v["max_lag_ns"], 250_000_000u64);
+    assert_eq!(
+        (v["published"].clone(), v["evictions"].clone()),
+        (5.into(), 0.into())
+    );
+    let eps = v["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 5);
+    assert!(
+        eps[0].get("cursor").is_none(),
+        "the publisher has no cursor"
+    );
+    let lags: Vec<(Value, Value, Value)> = eps[1..]
+        .iter()
+        .map(|e| {
+            (
+                e["liveness"].clone(),
+                e["lag"].clone(),
+                e["evicted"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lags,
+        [
+            ("alive".into(), 3.into(), false.into()),
+            ("alive".into(), 5.into(), false.into()),
+            ("free".into(), Value::Null, Value::Null),
+            ("free".into(), Value::Null, Value::Null),
+        ]
+    );
 }

@@ -104,6 +104,17 @@ impl Running {
     }
 }
 
+impl Running {
+    /// SIGKILL it (a subscriber that dies without detaching) and reap it.
+    fn sigkill(mut self) {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.code().is_none(), "killed by a signal: {status:?}");
+        self.out.take().unwrap().join().unwrap();
+        self.err.take().unwrap().join().unwrap();
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         // A test that failed before waiting: leave no process behind.
@@ -138,6 +149,21 @@ fn wait_attached(name: &str, role: Role) {
             s.endpoints
                 .iter()
                 .any(|e| e.role == role && e.status == EndpointStatus::Attached && e.alive)
+        })
+    });
+}
+
+/// Wait until `n` live subscribers are attached to broadcast ring `name`.
+fn wait_subscribers(name: &str, n: usize) {
+    wait_until(&format!("{n} subscribers attached to {name}"), || {
+        shmqueue::inspect(name).is_ok_and(|s| {
+            s.endpoints
+                .iter()
+                .filter(|e| {
+                    e.role == Role::Consumer && e.status == EndpointStatus::Attached && e.alive
+                })
+                .count()
+                == n
         })
     });
 }
@@ -412,4 +438,399 @@ fn a_second_receiver_is_refused_while_the_first_is_attached() {
     let first = first.wait();
     assert_eq!((first.code, &first.stdout[..]), (0, &b"hi\n"[..]));
     assert!(!exists(name));
+}
+
+// --------------------------------------------------------------------------
+// --kind broadcast
+// --------------------------------------------------------------------------
+
+fn numbered(n: usize) -> String {
+    (0..n).map(|i| format!("line {i} ünïcödé\n")).collect()
+}
+
+#[test]
+fn broadcast_two_subscribers_each_get_every_line_through_a_lossless_ring() {
+    let shm = Shm::new("bcast-two");
+    let name = shm.name();
+    // 500 lines (an empty one among them) through 16 items: the publisher
+    // waits for the slower subscriber over and over.
+    let mut input = numbered(250);
+    input.push('\n');
+    input.push_str(&numbered(249));
+    let a = start(
+        &[
+            "recv",
+            "--kind",
+            "broadcast",
+            "--create",
+            "--capacity",
+            "16",
+            "--timeout",
+            "30s",
+            name,
+        ],
+        None,
+    );
+    wait_subscribers(name, 1);
+    let b = start(
+        &["recv", "--kind", "broadcast", "--timeout", "30s", name],
+        None,
+    );
+    wait_subscribers(name, 2);
+    let send = run(
+        &["send", "--kind", "broadcast", name],
+        Some(input.clone().into()),
+    );
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    for sub in [a.wait(), b.wait()] {
+        assert_eq!(sub.code, 0, "{}", sub.stderr);
+        assert_eq!(String::from_utf8(sub.stdout).unwrap(), input);
+        assert!(sub.stderr.is_empty(), "nothing missed: {}", sub.stderr);
+    }
+    assert!(!exists(name), "the recv that created it removed it");
+}
+
+#[test]
+fn broadcast_late_joiner_at_oldest_gets_what_is_still_in_the_ring() {
+    let shm = Shm::new("bcast-oldest");
+    let name = shm.name();
+    // Nobody subscribed: the publisher never waits and the ring keeps the
+    // newest lines (capacity 8: the newest 7 are safe to start at).
+    let send = run(
+        &[
+            "send",
+            "--kind",
+            "broadcast",
+            "--create",
+            "--keep",
+            "--capacity",
+            "8",
+            name,
+        ],
+        Some(numbered(20).into()),
+    );
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    let late = run(
+        &["recv", "--kind", "broadcast", "--start", "oldest", name],
+        None,
+    );
+    assert_eq!(late.code, 0, "the publisher has gone: {}", late.stderr);
+    let tail: String = numbered(20)
+        .lines()
+        .skip(13)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(String::from_utf8(late.stdout).unwrap(), tail);
+
+    // From a position still in the ring, with --json and --count.
+    let at = run(
+        &[
+            "recv",
+            "--kind",
+            "broadcast",
+            "--start",
+            "17",
+            "--json",
+            "--count",
+            "2",
+            name,
+        ],
+        None,
+    );
+    assert_eq!(at.code, 0, "{}", at.stderr);
+    let got: Vec<serde_json::Value> = String::from_utf8(at.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["text"], "line 17 ünïcödé");
+    assert_eq!(got[1]["len"], "line 18 ünïcödé".len());
+
+    // A position no longer in the ring says which are.
+    let gone = run(&["recv", "--kind", "broadcast", "--start", "2", name], None);
+    assert_eq!(gone.code, 1, "{}", gone.stderr);
+    assert!(
+        gone.stderr.contains("holds positions 13 to 19"),
+        "{}",
+        gone.stderr
+    );
+    // Latest, with the publisher gone: wait for the next one, then time out.
+    let latest = run(
+        &["recv", "--kind", "broadcast", "--timeout", "200ms", name],
+        None,
+    );
+    assert_eq!(latest.code, EXIT_TIMEOUT, "{}", latest.stderr);
+    assert!(
+        latest.stderr.contains("waiting for a sender"),
+        "{}",
+        latest.stderr
+    );
+    assert!(exists(name), "--keep and plain opens leave it");
+}
+
+#[test]
+fn broadcast_and_byte_rings_refuse_each_others_kind_and_item_size() {
+    let bytes = Shm::new("bcast-kind-bytes");
+    let _ring = shmqueue::ByteRing::create(bytes.name(), 4096).unwrap();
+    for args in [
+        vec!["send", "--kind", "broadcast", bytes.name()],
+        vec![
+            "recv",
+            "--kind",
+            "broadcast",
+            "--timeout",
+            "5s",
+            bytes.name(),
+        ],
+        vec!["send", "--kind", "broadcast", "--create", bytes.name()],
+    ] {
+        let o = run(&args, Some(b"x\n".to_vec()));
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert!(o.stderr.starts_with("shmq: "), "{}", o.stderr);
+        assert!(o.stderr.contains("is not a broadcast ring"), "{}", o.stderr);
+        assert!(o.stderr.contains("a bytes queue"), "{}", o.stderr);
+    }
+
+    let bcast = Shm::new("bcast-kind-bcast");
+    let name = bcast.name();
+    let made = run(
+        &["send", "--kind", "broadcast", "--create", "--keep", name],
+        Some(Vec::new()),
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    for args in [vec!["send", name], vec!["recv", "--timeout", "5s", name]] {
+        let o = run(&args, Some(b"x\n".to_vec()));
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert!(o.stderr.contains("is not a byte ring"), "{}", o.stderr);
+        assert!(o.stderr.contains("--kind broadcast"), "{}", o.stderr);
+    }
+    // The item size is the ring's: another one is the library's
+    // Incompatible, said with the size to use.
+    let o = run(
+        &["recv", "--kind", "broadcast", "--item-size", "64", name],
+        None,
+    );
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("pass --item-size 256"), "{}", o.stderr);
+    // A broadcast ring a program made for its own items is not lines.
+    let foreign = Shm::new("bcast-kind-foreign");
+    let _q = shmqueue::Broadcast::<[u64; 32]>::create(foreign.name(), 8).unwrap();
+    let o = run(&["recv", "--kind", "broadcast", foreign.name()], None);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("did not make"), "{}", o.stderr);
+    // Options of the other kind are usage errors.
+    for args in [
+        vec!["send", "--raw", "--kind", "broadcast", name],
+        vec!["recv", "--start", "oldest", name],
+        vec!["send", "--item-size", "64", name],
+        vec!["send", "--kind", "broadcast", "--max-lag", "1s", name],
+    ] {
+        let o = run(&args, Some(Vec::new()));
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+    }
+}
+
+#[test]
+fn broadcast_a_line_longer_than_an_item_is_an_error_not_truncated() {
+    let shm = Shm::new("bcast-long");
+    let name = shm.name();
+    let fits = "y".repeat(60);
+    let input = format!("short\n{fits}\n{}\nnever sent\n", "z".repeat(61));
+    let send = run(
+        &[
+            "send",
+            "--kind",
+            "broadcast",
+            "--create",
+            "--keep",
+            "--item-size",
+            "64",
+            name,
+        ],
+        Some(input.into()),
+    );
+    assert_eq!(send.code, 1, "{}", send.stderr);
+    assert!(
+        send.stderr.contains("line 3 is 61 bytes"),
+        "{}",
+        send.stderr
+    );
+    assert!(
+        send.stderr.contains("use a larger --item-size"),
+        "{}",
+        send.stderr
+    );
+    assert!(send.stderr.contains("--item-size 128"), "{}", send.stderr);
+    assert!(
+        send.stderr.contains("2 line(s) were published"),
+        "{}",
+        send.stderr
+    );
+    let o = run(
+        &[
+            "recv",
+            "--kind",
+            "broadcast",
+            "--item-size",
+            "64",
+            "--start",
+            "oldest",
+            name,
+        ],
+        None,
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        format!("short\n{fits}\n")
+    );
+}
+
+#[test]
+fn broadcast_stat_shows_policy_and_each_subscribers_liveness_and_lag() {
+    let shm = Shm::new("bcast-stat");
+    let name = shm.name();
+    let made = run(
+        &[
+            "send",
+            "--kind",
+            "broadcast",
+            "--create",
+            "--keep",
+            "--overwrite",
+            "--capacity",
+            "64",
+            "--max-subscribers",
+            "4",
+            name,
+        ],
+        Some(Vec::new()),
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let live = start(
+        &["recv", "--kind", "broadcast", "--timeout", "30s", name],
+        None,
+    );
+    wait_subscribers(name, 1);
+    let doomed = start(
+        &["recv", "--kind", "broadcast", "--timeout", "30s", name],
+        None,
+    );
+    wait_subscribers(name, 2);
+    // Killed: its entry stays attached with its cursor (an overwrite
+    // publisher never reaps), its liveness token is gone.
+    doomed.sigkill();
+    wait_subscribers(name, 1);
+    let send = run(
+        &["send", "--kind", "broadcast", name],
+        Some(b"a\nb\nc\n".to_vec()),
+    );
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    let live = live.wait();
+    assert_eq!(
+        (live.code, &live.stdout[..]),
+        (0, &b"a\nb\nc\n"[..]),
+        "{}",
+        live.stderr
+    );
+
+    let st = run(&["stat", name], None);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    let text = String::from_utf8(st.stdout).unwrap();
+    assert!(text.contains("kind          broadcast"), "{text}");
+    assert!(text.contains("policy        overwrite"), "{text}");
+    assert!(text.contains("published     3"), "{text}");
+    let subs: Vec<&str> = text.lines().filter(|l| l.contains("subscriber")).collect();
+    assert_eq!(subs.len(), 2, "{text}");
+    assert!(
+        subs.iter()
+            .any(|l| l.contains("detached") && l.contains("free")),
+        "{text}"
+    );
+    assert!(
+        subs.iter()
+            .any(|l| l.contains("DEAD (holder died), cursor 0, lag 3")),
+        "{text}"
+    );
+    let ls = run(&["ls", "--prefix", name], None);
+    let row = String::from_utf8(ls.stdout).unwrap();
+    let cols: Vec<&str> = row.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(cols[1..3], ["broadcast", "overwrite"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&run(&["stat", "--json", name], None).stdout).unwrap();
+    assert_eq!(v["policy"], "overwrite");
+    assert_eq!(v["published"], 3);
+    let dead: Vec<&serde_json::Value> = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["liveness"] == "dead")
+        .collect();
+    assert_eq!(dead.len(), 1, "{v}");
+    assert_eq!(
+        (dead[0]["cursor"].clone(), dead[0]["lag"].clone()),
+        (0.into(), 3.into())
+    );
+}
+
+#[test]
+fn broadcast_recv_reports_lines_it_missed_when_lapped_and_exits_5() {
+    let shm = Shm::new("bcast-lapped");
+    let name = shm.name();
+    let made = run(
+        &[
+            "send",
+            "--kind",
+            "broadcast",
+            "--create",
+            "--keep",
+            "--overwrite",
+            "--capacity",
+            "8",
+            name,
+        ],
+        Some(Vec::new()),
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    // A subscriber attached but not reading (SIGSTOPped) while 100 lines go
+    // through 8 items: when it runs again it has been lapped.
+    let sub = start(
+        &["recv", "--kind", "broadcast", "--timeout", "30s", name],
+        None,
+    );
+    wait_subscribers(name, 1);
+    let pid = nix::unistd::Pid::from_raw(sub.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    wait_until("the subscriber is stopped", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
+    });
+    let send = run(
+        &["send", "--kind", "broadcast", name],
+        Some(numbered(100).into()),
+    );
+    assert_eq!(
+        send.code, 0,
+        "an overwrite publisher never waits: {}",
+        send.stderr
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let o = sub.wait();
+    assert_eq!(o.code, 5, "{}", o.stderr);
+    assert!(o.stderr.contains("warning: lapped"), "{}", o.stderr);
+    let got = String::from_utf8(o.stdout).unwrap();
+    let n = got.lines().count() as u64;
+    let missed: u64 = o
+        .stderr
+        .split("line(s) were missed")
+        .next()
+        .and_then(|s| s.rsplit("shmq: ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a missed count in {}", o.stderr));
+    assert_eq!(n + missed, 100, "every line received or counted as missed");
+    assert!(got.ends_with("line 99 ünïcödé\n"), "{got}");
 }

@@ -48,9 +48,9 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use crate::error::Role;
 use crate::header::{
-    EndpointEntry, Geometry, Header, Identity, QueueKind, CLAIM_ACTIVE, HEADER_SIZE, INIT_READY,
-    LAYOUT_VERSION, MAGIC, MAX_ENDPOINTS, REGISTRY_OFFSET, STATUS_ATTACHED, STATUS_DETACHED,
-    STATUS_MASK, STATUS_VACANT,
+    EndpointEntry, Events, Geometry, Header, Identity, QueueKind, CLAIM_ACTIVE, HEADER_SIZE,
+    INIT_READY, LAYOUT_VERSION, MAGIC, MAX_ENDPOINTS, REGISTRY_OFFSET, STATUS_ATTACHED,
+    STATUS_DETACHED, STATUS_MASK, STATUS_VACANT,
 };
 use crate::{liveness, validate_name, Error};
 
@@ -128,10 +128,52 @@ pub struct EndpointInfo {
     pub alive: bool,
     /// MPMC: the position the endpoint is claiming, if any.
     pub claim: Option<u64>,
-    /// Broadcast subscribers: the next position it reads.
+    /// Broadcast subscribers: the next position it reads (for a detached
+    /// entry, the last one it had; `None` for a never-attached one).
     pub cursor: Option<u64>,
+    /// Broadcast subscribers recorded as attached (alive or dead): items
+    /// published that it has not read ([`SegmentInfo::published`] minus the
+    /// cursor). `None` when either is not known, or the cursor is past the
+    /// publisher (a value shmqueue never writes; the cursor is still shown
+    /// as found).
+    pub lag: Option<u64>,
     /// Broadcast subscribers: evicted by the publisher and not yet told.
     pub evicted: bool,
+}
+
+/// What an endpoint's registry entry and liveness token say about it
+/// ([`EndpointInfo::liveness`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// A live process holds the entry's liveness token.
+    Alive,
+    /// Recorded as attached, but nobody holds the token: its holder died
+    /// and nobody has reaped the entry yet.
+    Dead,
+    /// Not held: never attached, detached cleanly, or reaped.
+    Free,
+}
+
+impl Liveness {
+    /// `"alive"`, `"dead"` or `"free"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+            Liveness::Free => "free",
+        }
+    }
+}
+
+impl EndpointInfo {
+    /// Alive, dead (attached, token free) or free.
+    pub fn liveness(&self) -> Liveness {
+        match (self.alive, self.status) {
+            (true, _) => Liveness::Alive,
+            (false, EndpointStatus::Attached) => Liveness::Dead,
+            (false, _) => Liveness::Free,
+        }
+    }
 }
 
 /// The state of the header's `init` word.
@@ -189,6 +231,16 @@ pub struct SegmentInfo {
     pub policy: Option<crate::broadcast::Policy>,
     /// Broadcast: items published so far (the publisher's next position).
     pub published: Option<u64>,
+    /// Broadcast, lossless: how long a subscriber may keep the ring full
+    /// before the publisher evicts it; `None` when not set (or not a
+    /// lossless broadcast ring).
+    pub max_lag: Option<std::time::Duration>,
+    /// Broadcast: subscribers evicted for lagging past `max_lag` (a counter
+    /// in the header; as found).
+    pub evictions: Option<u64>,
+    /// Broadcast: times a subscriber found itself lapped (overwrite) or
+    /// evicted (a counter in the header; as found).
+    pub laps: Option<u64>,
     /// The registry entries (empty if the registry could not be read).
     pub endpoints: Vec<EndpointInfo>,
     /// Whether some process holds a handle on it (has it open through
@@ -210,7 +262,7 @@ impl SegmentInfo {
         self.kind.and_then(known_kind)
     }
 
-    /// The kind for display: `"spsc"`, `"mpmc"`, `"bytes"`
+    /// The kind for display: `"spsc"`, `"mpmc"`, `"bytes"`, `"broadcast"`
     /// ([`QueueKind::label`]), the number for kinds this build does not
     /// know, `"-"` when not read.
     pub fn kind_label(&self) -> String {
@@ -568,6 +620,9 @@ fn describe(name: &str, meta: &Metadata, file: Option<&File>) -> SegmentInfo {
         fill: None,
         policy: None,
         published: None,
+        max_lag: None,
+        evictions: None,
+        laps: None,
         endpoints: Vec::new(),
         in_use: false,
         locked: false,
@@ -745,8 +800,17 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
             Ok(Some(n)) => {
                 info.fill = Some(n);
                 if g.kind == QueueKind::Broadcast {
+                    let policy = crate::broadcast::policy_of(&g);
                     info.published = Some(head);
-                    info.policy = Some(crate::broadcast::policy_of(&g));
+                    info.policy = Some(policy);
+                    // Read by the library only for lossless rings.
+                    let lag_ns = id_u64!(&b, max_lag_ns);
+                    info.max_lag = (policy == crate::broadcast::Policy::Lossless && lag_ns != 0)
+                        .then(|| std::time::Duration::from_nanos(lag_ns));
+                    let events = core::mem::offset_of!(Header, events);
+                    info.evictions =
+                        Some(ne_u64(&b, events + core::mem::offset_of!(Events, holes)));
+                    info.laps = Some(ne_u64(&b, events + core::mem::offset_of!(Events, releases)));
                 }
                 checks.pass("indices", format!("head {head}, tail {tail}: {n} items"));
             }
@@ -762,6 +826,13 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
             let e = &registry[(i as usize) * entry_size as usize..];
             let state = ne_u32(e, core::mem::offset_of!(EndpointEntry, state));
             let claim = ne_u64(e, core::mem::offset_of!(EndpointEntry, claim));
+            let subscriber = known == Some(QueueKind::Broadcast) && i >= producers;
+            let status = match state & STATUS_MASK {
+                STATUS_VACANT => EndpointStatus::Vacant,
+                STATUS_ATTACHED => EndpointStatus::Attached,
+                STATUS_DETACHED => EndpointStatus::Detached,
+                _ => EndpointStatus::Invalid,
+            };
             info.endpoints.push(EndpointInfo {
                 index: i,
                 role: if i < producers {
@@ -769,12 +840,7 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
                 } else {
                     Role::Consumer
                 },
-                status: match state & STATUS_MASK {
-                    STATUS_VACANT => EndpointStatus::Vacant,
-                    STATUS_ATTACHED => EndpointStatus::Attached,
-                    STATUS_DETACHED => EndpointStatus::Detached,
-                    _ => EndpointStatus::Invalid,
-                },
+                status,
                 generation: state >> 2,
                 pid: ne_u32(e, core::mem::offset_of!(EndpointEntry, pid)),
                 // A failed probe is reported as "alive": never call a
@@ -782,7 +848,15 @@ fn read_header(info: &mut SegmentInfo, checks: &mut Checks, file: &File, meta: &
                 alive: liveness::is_held(file.as_fd(), i).unwrap_or(true),
                 claim: (known == Some(QueueKind::Mpmc) && claim & CLAIM_ACTIVE != 0)
                     .then_some(claim & !CLAIM_ACTIVE),
-                cursor: (known == Some(QueueKind::Broadcast) && i >= producers).then_some(claim),
+                cursor: (subscriber && status != EndpointStatus::Vacant).then_some(claim),
+                // Only from a validated head, and only for a cursor at or
+                // below it: shmqueue never stores one past the publisher.
+                lag: match info.published {
+                    Some(head) if subscriber && status == EndpointStatus::Attached => {
+                        head.checked_sub(claim)
+                    }
+                    _ => None,
+                },
                 evicted: known == Some(QueueKind::Broadcast)
                     && ne_u64(e, core::mem::offset_of!(EndpointEntry, mark)) != 0,
             });
@@ -813,6 +887,14 @@ fn check_geometry(
     let known_flags = crate::header::known_flags(kind);
     if flags & !known_flags != 0 {
         checks.fail("geometry", format!("unknown layout flags {flags:#x}"));
+        return None;
+    }
+    let max_lag = id_u64!(b, max_lag_ns);
+    if kind != QueueKind::Broadcast && max_lag != 0 {
+        checks.fail(
+            "geometry",
+            format!("max lag {max_lag} ns on a ring that is not broadcast"),
+        );
         return None;
     }
     let (Ok(size), Ok(align), Ok(cap)) = (
@@ -976,6 +1058,96 @@ mod tests {
             drop(handle);
             crate::unlink(&n.0).unwrap();
         }
+    }
+
+    #[test]
+    fn a_broadcast_ring_shows_policy_lag_and_each_subscriber() {
+        use crate::broadcast::{Broadcast, Policy, Start};
+        use std::time::Duration;
+        let n = Name::new("bcast");
+        let q = Broadcast::<u64>::builder()
+            .capacity(8)
+            .max_subscribers(4)
+            .max_lag(Duration::from_millis(250))
+            .create(&n.0)
+            .unwrap();
+        let mut tx = q.publisher().unwrap();
+        let mut fast = q.subscribe(Start::Latest).unwrap();
+        let slow = q.subscribe(Start::Latest).unwrap();
+        for i in 0..5 {
+            tx.publish(i).unwrap();
+        }
+        for _ in 0..3 {
+            fast.recv().unwrap();
+        }
+        let gone = q.subscribe(Start::Oldest).unwrap();
+        drop(gone);
+        let info = inspect(&n.0).unwrap();
+        assert!(info.first_failure().is_none(), "{:?}", info.checks);
+        assert_eq!(info.policy, Some(Policy::Lossless));
+        assert_eq!(info.max_lag, Some(Duration::from_millis(250)));
+        assert_eq!((info.published, info.fill), (Some(5), Some(5)));
+        assert_eq!((info.evictions, info.laps), (Some(0), Some(0)));
+        assert_eq!(info.endpoints.len(), 5, "publisher + 4 subscriber slots");
+        let p = &info.endpoints[0];
+        assert_eq!((p.role, p.liveness()), (Role::Producer, Liveness::Alive));
+        assert_eq!((p.cursor, p.lag), (None, None));
+        let s: Vec<_> = info.endpoints[1..]
+            .iter()
+            .map(|e| (e.liveness(), e.cursor, e.lag, e.evicted))
+            .collect();
+        assert_eq!(
+            s,
+            [
+                (Liveness::Alive, Some(3), Some(2), false),
+                (Liveness::Alive, Some(0), Some(5), false),
+                (Liveness::Free, Some(0), None, false),
+                (Liveness::Free, None, None, false),
+            ]
+        );
+        assert_eq!(info.endpoints[3].status, EndpointStatus::Detached);
+
+        // A cursor past the publisher is shown as found, without a lag.
+        let f = OpenOptions::new().write(true).open(path_of(&n.0)).unwrap();
+        let entry = REGISTRY_OFFSET + 2 * core::mem::size_of::<EndpointEntry>();
+        f.write_all_at(
+            &99u64.to_ne_bytes(),
+            (entry + core::mem::offset_of!(EndpointEntry, claim)) as u64,
+        )
+        .unwrap();
+        let info = inspect(&n.0).unwrap();
+        assert_eq!(
+            (info.endpoints[2].cursor, info.endpoints[2].lag),
+            (Some(99), None)
+        );
+        drop((tx, fast, slow, q));
+
+        // Overwrite rings have no max_lag; other kinds none of these fields.
+        let o = Name::new("bcast-ow");
+        let q = Broadcast::<u64>::builder()
+            .overwrite()
+            .create(&o.0)
+            .unwrap();
+        let info = inspect(&o.0).unwrap();
+        assert_eq!((info.policy, info.max_lag), (Some(Policy::Overwrite), None));
+        drop(q);
+        let m = Name::new("bcast-mpmc");
+        let q = Mpmc::<u64>::create(&m.0, 4).unwrap();
+        let info = inspect(&m.0).unwrap();
+        assert_eq!((info.policy, info.published, info.laps), (None, None, None));
+        // A max lag is a broadcast field: elsewhere it fails the geometry.
+        f_write(&m.0, core::mem::offset_of!(Identity, max_lag_ns), 5);
+        assert_eq!(outcome(&inspect(&m.0).unwrap(), "geometry"), Outcome::Fail);
+        drop(q);
+    }
+
+    fn f_write(name: &str, at: usize, v: u64) {
+        OpenOptions::new()
+            .write(true)
+            .open(path_of(name))
+            .unwrap()
+            .write_all_at(&v.to_ne_bytes(), at as u64)
+            .unwrap();
     }
 
     #[test]

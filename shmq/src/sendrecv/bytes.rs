@@ -1,5 +1,6 @@
-//! `shmq send NAME` / `shmq recv NAME`: move lines of text or raw records
-//! through a byte ring (`shmqueue::ByteRing`) from the shell.
+//! `shmq send NAME` / `shmq recv NAME` on a byte ring (`--kind bytes`, the
+//! default): move lines of text or raw records through a
+//! `shmqueue::ByteRing` from the shell.
 //!
 //! Framing (the same flag on both sides):
 //!
@@ -44,161 +45,21 @@
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use shmqueue::bytes::{self, DEFAULT_MAX_MESSAGE_SIZE};
-use shmqueue::inspect::EndpointStatus;
 use shmqueue::{ByteRing, Error, RecvError, Role, SendError};
 
-use crate::{ExitWith, Res};
+use super::{
+    fmt_dur, peer, shm_name, stdin_error, stdout_error, timed_out, wait_for_peer, write_message,
+    Owned, Peer, RecvArgs, RingArgs, SendArgs,
+};
+use crate::Res;
 
-/// Exit status when a `--timeout` expired.
-pub const EXIT_TIMEOUT: u8 = 4;
-
-/// Options shared by `send` and `recv`: which ring, and whether to make it.
-#[derive(Args, Clone)]
-pub struct RingArgs {
-    /// The ring's name ("/pipe"; the leading '/' may be left out).
-    name: String,
-    /// Create the ring if it does not exist (otherwise open it). A ring
-    /// created here is removed on exit unless --keep.
-    #[arg(long)]
-    create: bool,
-    /// With --create: bytes of the ring's data area (a multiple of 8, at
-    /// least 64; suffixes k, M, G). Messages larger than the ring are sent
-    /// in fragments.
-    #[arg(long, value_name = "BYTES", requires = "create", value_parser = parse_bytes,
-          default_value = "1M")]
-    capacity: usize,
-    /// With --create: permission bits of a new ring, in octal (default 600).
-    #[arg(long, value_name = "OCTAL", requires = "create", value_parser = parse_mode)]
-    mode: Option<u32>,
-    /// With --create: leave a ring created here in place on exit.
-    #[arg(long, requires = "create")]
-    keep: bool,
-    /// Give up (exit status 4) when one wait lasts longer than this
-    /// ("500ms", "2s", "1m", or seconds).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    timeout: Option<Duration>,
-}
-
-#[derive(Args, Clone)]
-pub struct SendArgs {
-    #[command(flatten)]
-    ring: RingArgs,
-    /// NUL-separated records instead of lines.
-    #[arg(short = '0', long, conflicts_with_all = ["raw", "record_size"])]
-    null: bool,
-    /// Send the whole of stdin as one message, of any size.
-    #[arg(long, conflicts_with = "record_size")]
-    raw: bool,
-    /// Send fixed-size binary records of this many bytes.
-    #[arg(long, value_name = "N", value_parser = parse_record_size)]
-    record_size: Option<usize>,
-}
-
-#[derive(Args, Clone)]
-pub struct RecvArgs {
-    #[command(flatten)]
-    ring: RingArgs,
-    /// End each message with NUL instead of a newline.
-    #[arg(short = '0', long, conflicts_with_all = ["raw", "json"])]
-    null: bool,
-    /// Write messages' bytes as they are, nothing in between; any size.
-    #[arg(long, conflicts_with = "json")]
-    raw: bool,
-    /// One JSON object per line: {"len", "text"} or {"len", "base64"}.
-    #[arg(long)]
-    json: bool,
-    /// Stop after this many messages.
-    #[arg(long, value_name = "N")]
-    count: Option<u64>,
-}
-
-// --------------------------------------------------------------------------
-// Argument parsing
-// --------------------------------------------------------------------------
-
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 1usize << 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size in bytes (e.g. 65536, 64k, 1M)"))
-}
-
-fn parse_mode(s: &str) -> Result<u32, String> {
-    let t = s.strip_prefix("0o").unwrap_or(s);
-    u32::from_str_radix(t, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal mode (e.g. 600, 0660)"))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (t, 1.0)
-    };
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|n| Duration::try_from_secs_f64(n * unit).ok())
-        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m, 1.5)"))
-}
-
-fn parse_record_size(s: &str) -> Result<usize, String> {
-    match parse_bytes(s)? {
-        0 => Err("a record has at least 1 byte".into()),
-        n => Ok(n),
-    }
-}
-
-/// `pipe` → `/pipe`; names already starting with '/' are kept.
-fn shm_name(arg: &str) -> String {
-    if arg.starts_with('/') {
-        arg.to_owned()
-    } else {
-        format!("/{arg}")
-    }
-}
+/// Data area of a byte ring `--create` makes without `--capacity`.
+const DEFAULT_CAPACITY: usize = 1 << 20;
 
 // --------------------------------------------------------------------------
 // Opening the ring
 // --------------------------------------------------------------------------
-
-/// Removes the ring's name on drop when this command created it and was
-/// not asked to keep it. Declared before the endpoints, so they detach
-/// first.
-struct Owned {
-    name: String,
-    remove: bool,
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        if self.remove {
-            let _ = shmqueue::unlink(&self.name);
-        }
-    }
-}
 
 /// What `shmq send`/`recv` say instead of a bare library error.
 fn explain(e: Error, name: &str) -> Box<dyn std::error::Error> {
@@ -210,18 +71,28 @@ fn explain(e: Error, name: &str) -> Box<dyn std::error::Error> {
         .into(),
         Error::Incompatible {
             field: "queue kind",
+            found,
             ..
         } => {
             let what = shmqueue::inspect(name).map_or_else(
                 |_| "another kind of queue".to_owned(),
-                |s| match s.elem_size {
-                    Some(n) => format!("an {} queue of {n}-byte elements", s.kind_label()),
-                    None => format!("an {} queue", s.kind_label()),
+                |s| {
+                    let kind = s.kind_label();
+                    let a = if kind.starts_with('b') { "a" } else { "an" };
+                    match s.elem_size {
+                        Some(n) => format!("{a} {kind} queue of {n}-byte elements"),
+                        None => format!("{a} {kind} queue"),
+                    }
                 },
             );
+            let hint = if found == shmqueue::QueueKind::Broadcast as u64 {
+                "; to publish or subscribe to it, pass --kind broadcast"
+            } else {
+                "; shmq send/recv use byte rings and broadcast rings only"
+            };
             format!(
-                "{name:?} is not a byte ring: it is {what}; shmq send/recv only use byte \
-                 rings (see `shmq stat {name}`; pick another name, or create one with --create)"
+                "{name:?} is not a byte ring: it is {what}{hint} (see `shmq stat {name}`; \
+                 or pick another name, or create one with --create)"
             )
             .into()
         }
@@ -247,7 +118,7 @@ fn open_ring(a: &RingArgs, max_message: usize) -> Res<(ByteRing, Owned)> {
     // Create, or open what someone else created; retry if it is removed
     // between the two.
     for _ in 0..5 {
-        let mut b = builder().capacity(a.capacity);
+        let mut b = builder().capacity(a.capacity.unwrap_or(DEFAULT_CAPACITY));
         if let Some(m) = a.mode {
             b = b.mode(m);
         }
@@ -294,17 +165,6 @@ fn role_error(e: Error, name: &str) -> Box<dyn std::error::Error> {
         }
         e => e.into(),
     }
-}
-
-fn timed_out(msg: String) -> Box<dyn std::error::Error> {
-    Box::new(ExitWith {
-        code: EXIT_TIMEOUT,
-        msg,
-    })
-}
-
-fn fmt_dur(d: Duration) -> String {
-    format!("{:?}", d)
 }
 
 // --------------------------------------------------------------------------
@@ -363,10 +223,6 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-fn stdin_error(e: io::Error) -> Box<dyn std::error::Error> {
-    format!("reading stdin: {e}").into()
 }
 
 pub fn send(a: SendArgs) -> Res {
@@ -499,66 +355,9 @@ fn receiver_seen(name: &str) -> bool {
     peer(name, Role::Consumer) != Peer::Vacant
 }
 
-/// The state of the other end of `name`, as its registry entry says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Peer {
-    /// Never attached.
-    Vacant,
-    /// Attached, and its process holds its liveness token.
-    Live,
-    /// Detached, or attached by a process that died.
-    Gone,
-}
-
-fn peer(name: &str, role: Role) -> Peer {
-    let Ok(s) = shmqueue::inspect(name) else {
-        // Removed, or unreadable: nothing to wait for there.
-        return Peer::Gone;
-    };
-    match s.endpoints.iter().find(|e| e.role == role) {
-        Some(e) if e.status == EndpointStatus::Vacant => Peer::Vacant,
-        Some(e) if e.status == EndpointStatus::Attached && e.alive => Peer::Live,
-        _ => Peer::Gone,
-    }
-}
-
-/// Like opening a FIFO: if the other end of the ring was attached before
-/// and has gone, the library would report it disconnected at once (a
-/// producer cannot send, a consumer of an empty ring is done). Wait for a
-/// new peer instead, or until `ready()` says there is nothing to wait for.
-/// Polls (there is no event for an attach), backing off to 10 ms.
-fn wait_for_peer(
-    name: &str,
-    role: Role,
-    timeout: Option<Duration>,
-    mut ready: impl FnMut() -> bool,
-) -> Res {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut nap = Duration::from_micros(100);
-    while peer(name, role) == Peer::Gone && !ready() {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let who = match role {
-                Role::Producer => "sender",
-                Role::Consumer => "receiver",
-            };
-            return Err(timed_out(format!(
-                "timed out after {} waiting for a {who} to attach to {name:?}",
-                fmt_dur(timeout.unwrap_or_default())
-            )));
-        }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
 // --------------------------------------------------------------------------
 // recv
 // --------------------------------------------------------------------------
-
-fn stdout_error(e: io::Error) -> Box<dyn std::error::Error> {
-    format!("writing stdout: {e}").into()
-}
 
 fn recv_timed_out(name: &str, got: u64, timeout: Option<Duration>) -> Box<dyn std::error::Error> {
     timed_out(format!(
@@ -643,31 +442,6 @@ enum Failure {
     Out(io::Error),
 }
 
-/// One line of `recv --json`: `text` for UTF-8, otherwise `base64`.
-#[derive(serde::Serialize)]
-struct JsonMessage<'a> {
-    len: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    base64: Option<String>,
-}
-
-fn write_message(out: &mut impl Write, msg: &[u8], a: &RecvArgs) -> io::Result<()> {
-    if a.json {
-        let text = std::str::from_utf8(msg).ok();
-        let v = JsonMessage {
-            len: msg.len(),
-            text,
-            base64: text.is_none().then(|| base64(msg)),
-        };
-        serde_json::to_writer(&mut *out, &v)?;
-        return out.write_all(b"\n");
-    }
-    out.write_all(msg)?;
-    out.write_all(if a.null { b"\0" } else { b"\n" })
-}
-
 /// Stream one message to `out` as it arrives, flushing each piece (a raw
 /// message may be an endless stream).
 fn recv_raw(
@@ -699,58 +473,5 @@ fn recv_raw(
         };
         out.write_all(&buf[..n]).map_err(Failure::Out)?;
         out.flush().map_err(Failure::Out)?;
-    }
-}
-
-/// Standard base64 with padding (RFC 4648), for `recv --json`.
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-    }
-
-    #[test]
-    fn parsers() {
-        assert_eq!(parse_bytes("64k"), Ok(65536));
-        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(parse_bytes("x").is_err());
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(parse_mode("660"), Ok(0o660));
-        assert!(parse_mode("9").is_err());
     }
 }
