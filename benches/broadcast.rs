@@ -30,6 +30,11 @@
 //!   sharing a core as either ring; read it as such. shmqueue's blocking
 //!   `publish()`/`recv()` (spin, then futex) runs as information.
 //!
+//! * single thread (information): publish then receive on one thread, and
+//!   a poll of an empty ring: the instruction path of each crate without
+//!   any line transfer (an empty poll is what every turn of a waiting loop
+//!   costs besides its pause).
+//!
 //! Both crates' non-blocking calls (`try_publish`/`try_recv`,
 //! `try_push`/`try_recv`) are driven by the same waiting loops, so the
 //! comparison is of the rings, not of their waiting policies.
@@ -50,7 +55,7 @@
 #[allow(unused_macros)] // shm_push!/shm_pop! are the SPSC/MPMC benches'
 mod common;
 
-use std::hint::spin_loop;
+use std::hint::{black_box, spin_loop};
 use std::thread;
 use std::time::Instant;
 
@@ -69,6 +74,8 @@ use common::{
 const FANOUT_BATCH: u64 = 1 << 20;
 /// Subscribers of the fan-out.
 const FANOUT_SUBSCRIBERS: usize = 3;
+/// Operations per single-thread batch.
+const SINGLE_BATCH: u64 = 1 << 22;
 /// Column widths of the interleaved tables.
 const LAYOUT: Layout = Layout {
     name: 24,
@@ -108,12 +115,25 @@ impl SpinYield {
 struct Kind {
     lossless: bool,
     padded: bool,
+    /// `max_subscribers`, if not the default (64): the publisher's rescan
+    /// walks every entry.
+    max_subscribers: Option<u32>,
 }
 
 const LOSSLESS: Kind = Kind {
     lossless: true,
     padded: false,
+    max_subscribers: None,
 };
+
+/// Lossless with room for [`SMALL_REGISTRY`] subscribers.
+const LOSSLESS_SMALL: Kind = Kind {
+    max_subscribers: Some(SMALL_REGISTRY),
+    ..LOSSLESS
+};
+
+/// The subscriber limit of the `max_subscribers 4` contenders.
+const SMALL_REGISTRY: u32 = 4;
 
 /// A fresh broadcast ring with a publisher and `subscribers` subscribers.
 fn bcast(kind: Kind, subscribers: usize) -> (ShmName, Publisher<u64>, Vec<Subscriber<u64>>) {
@@ -121,6 +141,10 @@ fn bcast(kind: Kind, subscribers: usize) -> (ShmName, Publisher<u64>, Vec<Subscr
     let b = Broadcast::<u64>::builder()
         .capacity(CAP)
         .padded_slots(kind.padded);
+    let b = match kind.max_subscribers {
+        Some(n) => b.max_subscribers(n),
+        None => b,
+    };
     let b = if kind.lossless {
         b.lossless()
     } else {
@@ -284,14 +308,14 @@ fn pingpong_bcast_lossless() -> Bench {
 fn pingpong_bcast_overwrite() -> Bench {
     pingpong_bcast(Kind {
         lossless: false,
-        padded: false,
+        ..LOSSLESS
     })
 }
 
 fn pingpong_bcast_padded() -> Bench {
     pingpong_bcast(Kind {
-        lossless: true,
         padded: true,
+        ..LOSSLESS
     })
 }
 
@@ -358,8 +382,8 @@ fn pingpong_rtrb() -> Bench {
 // Stream 1 x 1 (two cores, busy-waiting)
 // ---------------------------------------------------------------------------
 
-fn stream_bcast() -> Bench {
-    let (name, mut tx, mut rxs) = bcast(LOSSLESS, 1);
+fn stream_bcast_kind(kind: Kind) -> Bench {
+    let (name, mut tx, mut rxs) = bcast(kind, 1);
     let mut rx = rxs.remove(0);
     let crew = Crew::pair(
         Timed::B,
@@ -374,6 +398,14 @@ fn stream_bcast() -> Bench {
         crew,
         _names: vec![name],
     }
+}
+
+fn stream_bcast() -> Bench {
+    stream_bcast_kind(LOSSLESS)
+}
+
+fn stream_bcast_small() -> Bench {
+    stream_bcast_kind(LOSSLESS_SMALL)
 }
 
 fn stream_ringfire() -> Bench {
@@ -417,8 +449,8 @@ fn crew_fanout(publisher: common::Work, subscribers: Vec<common::Work>) -> Crew 
     Crew::spawn(members)
 }
 
-fn fanout_bcast() -> Bench {
-    let (name, mut tx, rxs) = bcast(LOSSLESS, FANOUT_SUBSCRIBERS);
+fn fanout_bcast_kind(kind: Kind) -> Bench {
+    let (name, mut tx, rxs) = bcast(kind, FANOUT_SUBSCRIBERS);
     let subs = rxs
         .into_iter()
         .map(|mut rx| {
@@ -434,6 +466,14 @@ fn fanout_bcast() -> Bench {
         crew: crew_fanout(publisher, subs),
         _names: vec![name],
     }
+}
+
+fn fanout_bcast() -> Bench {
+    fanout_bcast_kind(LOSSLESS)
+}
+
+fn fanout_bcast_small() -> Bench {
+    fanout_bcast_kind(LOSSLESS_SMALL)
 }
 
 /// The blocking calls: `publish()` and `recv()` (spin, then futex).
@@ -471,6 +511,95 @@ fn fanout_ringfire() -> Bench {
     });
     Bench {
         crew: crew_fanout(publisher, subs),
+        _names: vec![name],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Single thread (information: the instruction path without transfers)
+// ---------------------------------------------------------------------------
+
+/// Publish then receive on thread A (CPU 0), `n` times; B idles.
+fn single_bcast() -> Bench {
+    let (name, mut tx, mut rxs) = bcast(LOSSLESS, 1);
+    let mut rx = rxs.remove(0);
+    let crew = Crew::pair(
+        Timed::A,
+        move |n| {
+            for i in 0..n {
+                tx.try_publish(black_box(i))
+                    .expect("publish into a drained ring");
+                black_box(rx.try_recv().expect("receive what was just published"));
+            }
+        },
+        |_| {},
+    );
+    Bench {
+        crew,
+        _names: vec![name],
+    }
+}
+
+fn single_ringfire() -> Bench {
+    let (name, mut tx, mut rxs) = ringfire(true, 1);
+    let mut rx = rxs.remove(0);
+    let crew = Crew::pair(
+        Timed::A,
+        move |n| {
+            for i in 0..n {
+                tx.try_push(&black_box(i))
+                    .expect("push into a drained ring");
+                black_box(rx.try_recv().expect("receive what was just pushed"));
+            }
+        },
+        |_| {},
+    );
+    Bench {
+        crew,
+        _names: vec![name],
+    }
+}
+
+/// A poll of an empty ring, `n` times on thread A: what every turn of a
+/// waiting loop costs besides its pause. The publisher lives on B's side
+/// (idle), so the ring is empty, not disconnected.
+fn empty_poll_bcast() -> Bench {
+    let (name, tx, mut rxs) = bcast(LOSSLESS, 1);
+    let mut rx = rxs.remove(0);
+    let crew = Crew::pair(
+        Timed::A,
+        move |n| {
+            for _ in 0..n {
+                let r = black_box(rx.try_recv());
+                assert!(matches!(r, Err(TryRecvError::Empty)), "not empty: {r:?}");
+            }
+        },
+        move |_| {
+            black_box(&tx);
+        },
+    );
+    Bench {
+        crew,
+        _names: vec![name],
+    }
+}
+
+fn empty_poll_ringfire() -> Bench {
+    let (name, tx, mut rxs) = ringfire(true, 1);
+    let mut rx = rxs.remove(0);
+    let crew = Crew::pair(
+        Timed::A,
+        move |n| {
+            for _ in 0..n {
+                assert!(black_box(rx.try_recv()).is_none(), "not empty");
+            }
+        },
+        move |_| {
+            black_box(&tx);
+        },
+    );
+    Bench {
+        crew,
         _names: vec![name],
     }
 }
@@ -615,8 +744,13 @@ fn interleaved(smoke: bool) {
         None,
     );
 
+    let small = "broadcast max_subscribers 4";
     let s = interleave(
-        &[(bc, stream_bcast()), (rf, stream_ringfire())],
+        &[
+            (bc, stream_bcast()),
+            (rf, stream_ringfire()),
+            (small, stream_bcast_small()),
+        ],
         scale(STREAM_BATCH),
         rounds,
         LAYOUT,
@@ -630,6 +764,13 @@ fn interleaved(smoke: bool) {
         true,
     );
     s.ratio("throughput broadcast/ringfire lossless", bc, rf, true, None);
+    s.ratio(
+        "throughput broadcast max_subs 4/ringfire lossless",
+        small,
+        rf,
+        true,
+        None,
+    );
 
     let blocking = "broadcast blocking";
     let s = interleave(
@@ -637,6 +778,7 @@ fn interleaved(smoke: bool) {
             (bc, fanout_bcast()),
             (rf, fanout_ringfire()),
             (blocking, fanout_bcast_blocking()),
+            (small, fanout_bcast_small()),
         ],
         scale(FANOUT_BATCH),
         rounds,
@@ -665,6 +807,43 @@ fn interleaved(smoke: bool) {
         true,
         None,
     );
+    s.ratio(
+        "throughput broadcast max_subs 4/ringfire lossless",
+        small,
+        rf,
+        true,
+        Some(Goal::AtLeast(1.5)),
+    );
+    let s = interleave(
+        &[(bc, single_bcast()), (rf, single_ringfire())],
+        scale(SINGLE_BATCH),
+        rounds,
+        LAYOUT,
+    );
+    s.print(
+        &format!(
+            "single thread publish+receive on CPU {CPU_A}, lossless ({} per batch)",
+            scale(SINGLE_BATCH)
+        ),
+        "publish+receive",
+        false,
+    );
+    s.ratio("time broadcast/ringfire lossless", bc, rf, false, None);
+    let s = interleave(
+        &[(bc, empty_poll_bcast()), (rf, empty_poll_ringfire())],
+        scale(SINGLE_BATCH),
+        rounds,
+        LAYOUT,
+    );
+    s.print(
+        &format!(
+            "poll of an empty ring on CPU {CPU_A}, lossless ({} per batch)",
+            scale(SINGLE_BATCH)
+        ),
+        "poll",
+        false,
+    );
+    s.ratio("time broadcast/ringfire lossless", bc, rf, false, None);
     println!(
         "interleaved section took {:.1} s\n",
         started.elapsed().as_secs_f64()
