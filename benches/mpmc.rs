@@ -28,9 +28,10 @@
 //!
 //! * stream, 1 producer × 1 consumer: throughput shmqueue/ArrayQueue
 //!   (goal >= 1.5), compact and padded slots; also the blocking
-//!   `push()`/`pop()`.
+//!   `push()`/`pop()` against the `try_*` loop (goal >= 0.9, issue #16).
 //! * ping-pong: round trip shmqueue/atomic (goal <= 1.2); also ArrayQueue,
-//!   padded slots, and "atomic two lines" (a payload line written before a
+//!   padded slots, the blocking calls (goal: <= 1.1x the `try_*` round
+//!   trip, issue #16) and "atomic two lines" (a payload line written before a
 //!   flag line: the least a queue whose index and slots live in different
 //!   lines has to move per hop).
 //! * 2 producers × 2 consumers (information only): four threads on two
@@ -255,6 +256,32 @@ fn pingpong_shm_compact() -> Bench {
 
 fn pingpong_shm_padded() -> Bench {
     pingpong_shm(true)
+}
+
+/// Ping-pong through the blocking `push()`/`pop()` (spin, then futex).
+fn pingpong_shm_blocking() -> Bench {
+    let (ping_name, mut ping_tx, mut ping_rx) = shm_pair(false);
+    let (pong_name, mut pong_tx, mut pong_rx) = shm_pair(false);
+    let crew = Crew::pair(
+        Timed::A,
+        move |n| {
+            for i in 0..n {
+                ping_tx.push(i).expect("push");
+                let r = pong_rx.pop().expect("pop");
+                assert_eq!(r, i, "wrong echo");
+            }
+        },
+        move |n| {
+            for _ in 0..n {
+                let v = ping_rx.pop().expect("pop");
+                pong_tx.push(v).expect("push");
+            }
+        },
+    );
+    Bench {
+        crew,
+        _names: vec![ping_name, pong_name],
+    }
 }
 
 fn pingpong_aq() -> Bench {
@@ -561,6 +588,14 @@ fn interleaved(smoke: bool) {
         true,
         None,
     );
+    // Issue #16: the blocking calls against their own try_* loop, busy peer.
+    s.ratio(
+        "throughput shmqueue blocking/shmqueue",
+        blocking,
+        shm,
+        true,
+        Some(Goal::AtLeast(0.9)),
+    );
 
     let (atomic, two) = ("atomic", "atomic two lines");
     let s = interleave(
@@ -570,6 +605,7 @@ fn interleaved(smoke: bool) {
             (aq, pingpong_aq()),
             (two, pingpong_atomic_two_lines()),
             (padded, pingpong_shm_padded()),
+            (blocking, pingpong_shm_blocking()),
         ],
         scale(PINGPONG_BATCH),
         rounds,
@@ -591,6 +627,13 @@ fn interleaved(smoke: bool) {
         atomic,
         false,
         goal(),
+    );
+    s.ratio(
+        "round trip shmqueue blocking/shmqueue",
+        blocking,
+        shm,
+        false,
+        Some(Goal::AtMost(1.1)),
     );
     s.ratio("round trip ArrayQueue/atomic", aq, atomic, false, None);
     s.ratio("round trip shmqueue/ArrayQueue", shm, aq, false, None);

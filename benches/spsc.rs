@@ -28,15 +28,17 @@
 //! medians (which mixes rounds from different machine states).
 //!
 //! * stream: throughput shmqueue/rtrb (goal >= 1); also the blocking
-//!   `push()`/`pop()`; the batch calls (`push_slice`/`pop_slice`: goal of
-//!   at least 3x rtrb's single-item stream), the blocking batch calls
+//!   `push()`/`pop()` (goal: >= 0.9x the `try_*` stream, issue #16); the
+//!   batch calls (`push_slice`/`pop_slice`: goal of at least 3x rtrb's
+//!   single-item stream), the blocking batch calls
 //!   (`push_all`/`pop_slice_wait`) and the zero-copy windows (goal: at
 //!   least 3x rtrb single-item), against rtrb's chunk API
 //!   (`write_chunk_uninit`/`read_chunk`), all with up to 64 items per call.
 //! * ping-pong: round trip shmqueue/atomic (goal <= 1.6); also rtrb, the
-//!   blocking calls, and "atomic two lines": a payload line written before a
-//!   flag line, the least any ring with its index and slots in separate
-//!   cache lines has to move per hop.
+//!   blocking calls (goal: <= 1.1x the `try_*` round trip, issue #16), and
+//!   "atomic two lines": a payload line written before a flag line, the
+//!   least any ring with its index and slots in separate cache lines has to
+//!   move per hop.
 //! * single thread: push+pop, shmqueue against rtrb.
 //!
 //! Run with `cargo bench --bench spsc` (both parts, a minute or two), or
@@ -581,6 +583,14 @@ fn interleaved(smoke: bool) {
         true,
         None,
     );
+    // Issue #16: the blocking calls against their own try_* loop, busy peer.
+    s.ratio(
+        "throughput shmqueue blocking/shmqueue",
+        blocking,
+        shm,
+        true,
+        Some(Goal::AtLeast(0.9)),
+    );
     s.ratio(
         "throughput shmqueue batch/rtrb",
         "shmqueue batch",
@@ -661,6 +671,13 @@ fn interleaved(smoke: bool) {
         atomic,
         false,
         None,
+    );
+    s.ratio(
+        "round trip shmqueue blocking/shmqueue",
+        blocking,
+        shm,
+        false,
+        Some(Goal::AtMost(1.1)),
     );
 
     let s = interleave(

@@ -669,7 +669,7 @@ enum PushOutcome {
     Corrupt(Corruption),
 }
 
-#[inline]
+#[inline(always)]
 fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: &T) -> PushOutcome {
     let h = att.header();
     let ev = &h.events;
@@ -788,7 +788,7 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Push, waiting while the queue is full (spin, then futex).
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         self.push_until(value, None)
     }
@@ -798,27 +798,38 @@ impl<T: Pod> Producer<T> {
         self.push_until(value, Some(Deadline::after(timeout)))
     }
 
-    #[inline]
+    // The first attempt inline, the waiting out of line (push_wait), as in
+    // the SPSC ring's `push_until`, and for the same measured reason.
+    #[inline(always)]
     fn push_until(&mut self, value: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+        match push_impl(&self.att, &self.shape, &mut self.local, &value) {
+            #[cfg(shmqueue_loom)]
+            PushOutcome::Died => Err(PushError::Disconnected(value)),
+            PushOutcome::Pushed => Ok(()),
+            PushOutcome::Full => self.push_wait(value, deadline),
+            PushOutcome::Disconnected => Err(PushError::Disconnected(value)),
+            PushOutcome::Corrupt(c) => Err(PushError::Corrupt(value, c)),
+        }
+    }
+
+    #[inline(never)]
+    fn push_wait(&mut self, value: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
         // The value is borrowed per attempt, not copied: with a large `T`
         // a copy per retry would be the whole spin budget.
-        let attempt = |att: &Attachment, shape: &Shape, local: &mut Local| match push_impl(
-            att, shape, local, &value,
-        ) {
-            #[cfg(shmqueue_loom)]
-            PushOutcome::Died => Some(Err(PushError::Disconnected(value))),
-            PushOutcome::Pushed => Some(Ok(())),
-            PushOutcome::Full => None,
-            PushOutcome::Disconnected => Some(Err(PushError::Disconnected(value))),
-            PushOutcome::Corrupt(c) => Some(Err(PushError::Corrupt(value, c))),
-        };
         let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
-        if let Some(r) = attempt(att, shape, local) {
-            return r;
-        }
-        keep_trying(&att.header().events.not_full, self.spin, deadline, || {
-            attempt(att, shape, local)
-        })
+        keep_trying(
+            &att.header().events.not_full,
+            self.spin,
+            deadline,
+            || match push_impl(att, shape, local, &value) {
+                #[cfg(shmqueue_loom)]
+                PushOutcome::Died => Some(Err(PushError::Disconnected(value))),
+                PushOutcome::Pushed => Some(Ok(())),
+                PushOutcome::Full => None,
+                PushOutcome::Disconnected => Some(Err(PushError::Disconnected(value))),
+                PushOutcome::Corrupt(c) => Some(Err(PushError::Corrupt(value, c))),
+            },
+        )
         .unwrap_or(Err(PushError::Timeout(value)))
     }
 }
@@ -869,7 +880,7 @@ impl<T> fmt::Debug for Consumer<T> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Result<T, TryPopError> {
     let h = att.header();
     let ev = &h.events;
@@ -993,7 +1004,7 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Pop, waiting while the queue is empty (spin, then futex).
-    #[inline]
+    #[inline(always)]
     pub fn pop(&mut self) -> Result<T, PopError> {
         self.pop_until(None)
     }
@@ -1003,23 +1014,32 @@ impl<T: Pod> Consumer<T> {
         self.pop_until(Some(Deadline::after(timeout)))
     }
 
-    #[inline]
+    // The first attempt inline, the waiting out of line (pop_wait), as in
+    // the SPSC ring's `push_until`, and for the same measured reason.
+    #[inline(always)]
     fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
-        let attempt = |att: &Attachment, shape: &Shape, local: &mut Local| match pop_impl(
-            att, shape, local,
-        ) {
-            Ok(v) => Some(Ok(v)),
-            Err(TryPopError::Empty) => None,
-            Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
-            Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
-        };
-        let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
-        if let Some(r) = attempt(att, shape, local) {
-            return r;
+        match pop_impl(&self.att, &self.shape, &mut self.local) {
+            Ok(v) => Ok(v),
+            Err(TryPopError::Empty) => self.pop_wait(deadline),
+            Err(TryPopError::Disconnected) => Err(PopError::Disconnected),
+            Err(TryPopError::Corrupt(c)) => Err(PopError::Corrupt(c)),
         }
-        keep_trying(&att.header().events.not_empty, self.spin, deadline, || {
-            attempt(att, shape, local)
-        })
+    }
+
+    #[inline(never)]
+    fn pop_wait(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
+        let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
+        keep_trying(
+            &att.header().events.not_empty,
+            self.spin,
+            deadline,
+            || match pop_impl(att, shape, local) {
+                Ok(v) => Some(Ok(v)),
+                Err(TryPopError::Empty) => None,
+                Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
+                Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
+            },
+        )
         .unwrap_or(Err(PopError::Timeout))
     }
 }

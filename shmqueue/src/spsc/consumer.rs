@@ -396,7 +396,8 @@ impl<T: Pod> Consumer<T> {
     /// Pop, waiting while the ring is empty: spin, then sleep on a futex.
     /// Returns [`PopError::Disconnected`] once the ring is drained and the
     /// producer has dropped its endpoint or died (noticed within ~100 ms).
-    #[inline]
+    // Always inlined, as `try_pop` is (see `Producer::push_until`).
+    #[inline(always)]
     pub fn pop(&mut self) -> Result<T, PopError> {
         self.pop_until(None)
     }
@@ -406,7 +407,8 @@ impl<T: Pod> Consumer<T> {
         self.pop_until(Some(Deadline::after(timeout)))
     }
 
-    #[inline]
+    // Always inlined, for the reason given at `Producer::push_until`.
+    #[inline(always)]
     pub(super) fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
         // The first attempt inline (see `keep_trying`), the waiting out of line.
         match try_pop_impl(&self.att, &mut self.local) {
