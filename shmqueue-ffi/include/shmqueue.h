@@ -214,6 +214,40 @@ enum shmq_status shmq_bytes_open(const char *name,
                                  uint64_t schema,
                                  struct shmq_bytes_t *out);
 
+// Create a byte ring in an unnamed, sealed memfd (see
+// `shmq_queue_create_memfd()`); `max_message_size` and `schema` as in
+// `shmq_bytes_create()`.
+//
+// # Safety
+// `out` is NULL or writable.
+enum shmq_status shmq_bytes_create_memfd(size_t capacity_bytes,
+                                         size_t max_message_size,
+                                         uint64_t schema,
+                                         struct shmq_bytes_t *out);
+
+// Open a memfd byte ring from `fd`, which stays the caller's (see
+// `shmq_queue_open_fd()`).
+//
+// # Safety
+// `out` is NULL or writable.
+enum shmq_status shmq_bytes_open_fd(int32_t fd,
+                                    size_t max_message_size,
+                                    uint64_t schema,
+                                    struct shmq_bytes_t *out);
+
+// A new close-on-exec descriptor for the ring's segment, owned by the
+// caller (see `shmq_queue_dup_fd()`).
+//
+// # Safety
+// `fd` is NULL or writable.
+enum shmq_status shmq_bytes_dup_fd(struct shmq_bytes_t ring, int32_t *fd);
+
+// Bytes of ring, into `*out`.
+//
+// # Safety
+// `out` is NULL or writable.
+enum shmq_status shmq_bytes_capacity(struct shmq_bytes_t ring, size_t *out);
+
 // Release a byte-ring handle (its endpoints stay valid).
 enum shmq_status shmq_bytes_free(struct shmq_bytes_t ring);
 
@@ -336,6 +370,39 @@ enum shmq_status shmq_queue_open(const char *name,
                                  size_t elem_align,
                                  uint64_t schema,
                                  struct shmq_queue_t *out);
+
+// Create a ring in an unnamed memfd, sealed against resizing, from
+// `config`: nothing in /dev/shm, freed when the last process holding it
+// closes it. Hand it to a peer with `shmq_queue_dup_fd()` (over a Unix
+// socket with SCM_RIGHTS, or by inheritance); the peer opens it with
+// `shmq_queue_open_fd()`.
+//
+// # Safety
+// `config` is NULL or readable; `out` is NULL or writable.
+enum shmq_status shmq_queue_create_memfd(const struct shmq_queue_config *config,
+                                         struct shmq_queue_t *out);
+
+// Open a memfd ring from the descriptor `fd`, with the same checks as
+// `shmq_queue_open()`, and the memfd's seals checked too. `fd` stays the
+// caller's: the library duplicates it and the caller may close its own
+// at once. A descriptor that is not open is `SHMQ_ERR_IO`.
+//
+// # Safety
+// `out` is NULL or writable.
+enum shmq_status shmq_queue_open_fd(int32_t fd,
+                                    int32_t kind,
+                                    size_t elem_size,
+                                    size_t elem_align,
+                                    uint64_t schema,
+                                    struct shmq_queue_t *out);
+
+// A new descriptor for the queue's segment, into `*fd`: owned by the
+// caller, who must `close()` it, and close-on-exec (clear `FD_CLOEXEC` to
+// pass it to an exec'd child). Named segments have a descriptor too.
+//
+// # Safety
+// `fd` is NULL or writable.
+enum shmq_status shmq_queue_dup_fd(struct shmq_queue_t queue, int32_t *fd);
 
 // Release a queue handle (unmapping the segment once its endpoints are
 // freed too). The segment itself stays until `shmq_unlink()`. Freeing a

@@ -116,6 +116,98 @@ pub unsafe extern "C" fn shmq_bytes_open(
     })
 }
 
+/// Create a byte ring in an unnamed, sealed memfd (see
+/// `shmq_queue_create_memfd()`); `max_message_size` and `schema` as in
+/// `shmq_bytes_create()`.
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_bytes_create_memfd(
+    capacity_bytes: usize,
+    max_message_size: usize,
+    schema: u64,
+    out: *mut shmq_bytes_t,
+) -> shmq_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let mut b = ByteRing::builder().capacity(capacity_bytes).schema(schema);
+        if max_message_size != 0 {
+            b = b.max_message_size(max_message_size);
+        }
+        let id = handles::insert(RingObj(b.create_memfd()?));
+        // SAFETY: non-null and writable by the contract.
+        unsafe { out.write(shmq_bytes_t { id }) };
+        Ok(())
+    })
+}
+
+/// Open a memfd byte ring from `fd`, which stays the caller's (see
+/// `shmq_queue_open_fd()`).
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_bytes_open_fd(
+    fd: i32,
+    max_message_size: usize,
+    schema: u64,
+    out: *mut shmq_bytes_t,
+) -> shmq_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let mut b = ByteRing::builder().schema(schema);
+        if max_message_size != 0 {
+            b = b.max_message_size(max_message_size);
+        }
+        let fd = crate::dup_caller_fd(fd)?;
+        let id = handles::insert(RingObj(b.open_fd(fd)?));
+        // SAFETY: non-null and writable by the contract.
+        unsafe { out.write(shmq_bytes_t { id }) };
+        Ok(())
+    })
+}
+
+/// A new close-on-exec descriptor for the ring's segment, owned by the
+/// caller (see `shmq_queue_dup_fd()`).
+///
+/// # Safety
+/// `fd` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_bytes_dup_fd(ring: shmq_bytes_t, fd: *mut i32) -> shmq_status {
+    guard(|| {
+        let r = handles::get::<RingObj>(ring.id, R)?;
+        if fd.is_null() {
+            return Err(null("fd"));
+        }
+        let owned = r.0.dup_fd()?;
+        // SAFETY: non-null and writable by the contract.
+        unsafe { fd.write(std::os::fd::IntoRawFd::into_raw_fd(owned)) };
+        Ok(())
+    })
+}
+
+/// Bytes of ring, into `*out`.
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_bytes_capacity(ring: shmq_bytes_t, out: *mut usize) -> shmq_status {
+    guard(|| {
+        let r = handles::get::<RingObj>(ring.id, R)?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: non-null and writable by the contract.
+        unsafe { out.write(r.0.capacity()) };
+        Ok(())
+    })
+}
+
 /// Release a byte-ring handle (its endpoints stay valid).
 #[no_mangle]
 pub extern "C" fn shmq_bytes_free(ring: shmq_bytes_t) -> shmq_status {

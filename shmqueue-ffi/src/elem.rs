@@ -13,6 +13,7 @@
 //! caller's buffer into a `T`, and `ptr::write_unaligned` back out. Shared
 //! memory is touched only by the library's own copy paths.
 
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use bytemuck::Pod;
@@ -20,10 +21,21 @@ use shmqueue::{mpmc, spsc, Mpmc, PopError, PushError, Spsc, TryPopError, TryPush
 
 use crate::{shmq_status, Fail};
 
+/// Where the ring is.
+pub(crate) enum At<'a> {
+    /// Create the named segment.
+    Create(&'a str),
+    /// Open the named segment.
+    Open(&'a str),
+    /// Create an unnamed, sealed memfd segment.
+    CreateMemfd,
+    /// Open a memfd segment from a descriptor (owned from here on).
+    OpenFd(OwnedFd),
+}
+
 /// What a create or open asks for.
 pub(crate) struct Params {
     pub mpmc: bool,
-    pub create: bool,
     pub capacity: usize,
     pub schema: u64,
     pub max_producers: u32,
@@ -37,6 +49,7 @@ pub(crate) trait Queue: Send + Sync {
     fn capacity(&self) -> usize;
     fn len(&self) -> usize;
     fn elem_size(&self) -> usize;
+    fn dup_fd(&self) -> Result<OwnedFd, Fail>;
 }
 
 /// A producer endpoint. `src` points to `elem_size` readable bytes.
@@ -154,6 +167,9 @@ macro_rules! endpoints {
             fn elem_size(&self) -> usize {
                 std::mem::size_of::<T>()
             }
+            fn dup_fd(&self) -> Result<OwnedFd, Fail> {
+                Ok($q::dup_fd(self)?)
+            }
         }
 
         impl<T: Pod + Send> Producer for $p {
@@ -186,10 +202,10 @@ macro_rules! endpoints {
 endpoints!(Spsc, spsc::Producer<T>, spsc::Consumer<T>);
 endpoints!(Mpmc, mpmc::Producer<T>, mpmc::Consumer<T>);
 
-fn make<T: Pod + Send + Sync>(p: &Params, name: &str) -> Result<Box<dyn Queue>, Fail> {
+fn make<T: Pod + Send + Sync>(p: &Params, at: At) -> Result<Box<dyn Queue>, Fail> {
     Ok(if p.mpmc {
         let mut b = Mpmc::<T>::builder().schema(p.schema);
-        if p.create {
+        if matches!(at, At::Create(_) | At::CreateMemfd) {
             b = b.capacity(p.capacity);
             if p.max_producers != 0 {
                 b = b.max_producers(p.max_producers);
@@ -197,17 +213,21 @@ fn make<T: Pod + Send + Sync>(p: &Params, name: &str) -> Result<Box<dyn Queue>, 
             if p.max_consumers != 0 {
                 b = b.max_consumers(p.max_consumers);
             }
-            Box::new(b.create(name)?)
-        } else {
-            Box::new(b.open(name)?)
         }
+        Box::new(match at {
+            At::Create(name) => b.create(name)?,
+            At::Open(name) => b.open(name)?,
+            At::CreateMemfd => b.create_memfd()?,
+            At::OpenFd(fd) => b.open_fd(fd)?,
+        })
     } else {
-        let b = Spsc::<T>::builder().schema(p.schema);
-        if p.create {
-            Box::new(b.capacity(p.capacity).create(name)?)
-        } else {
-            Box::new(b.open(name)?)
-        }
+        let b = Spsc::<T>::builder().schema(p.schema).capacity(p.capacity);
+        Box::new(match at {
+            At::Create(name) => b.create(name)?,
+            At::Open(name) => b.open(name)?,
+            At::CreateMemfd => b.create_memfd()?,
+            At::OpenFd(fd) => b.open_fd(fd)?,
+        })
     })
 }
 
@@ -225,10 +245,10 @@ macro_rules! table {
             size: usize,
             align: usize,
             p: &Params,
-            name: &str,
+            at: At,
         ) -> Option<Result<Box<dyn Queue>, Fail>> {
             match (align, size) {
-                $($( ($al, s) if s == $n * $al => Some(make::<[$prim; $n]>(p, name)), )*)*
+                $($( ($al, s) if s == $n * $al => Some(make::<[$prim; $n]>(p, at)), )*)*
                 _ => None,
             }
         }

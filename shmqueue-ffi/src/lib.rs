@@ -233,6 +233,24 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, 
     })
 }
 
+/// A descriptor of our own for the caller's `fd` (which stays theirs).
+pub(crate) fn dup_caller_fd(fd: i32) -> Result<std::os::fd::OwnedFd, Fail> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) touches no memory; on a descriptor
+    // that is not open it fails with EBADF, which we report.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Fail::new(
+            shmq_status::SHMQ_ERR_IO,
+            format!("descriptor {fd} cannot be duplicated: {e}"),
+        ));
+    }
+    // SAFETY: `new` is a descriptor fcntl just opened for us, owned by no
+    // one else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
 /// A timeout in nanoseconds as a `Duration`.
 pub(crate) fn nanos(timeout_ns: u64) -> Duration {
     Duration::from_nanos(timeout_ns)

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Mutex;
 
-use crate::elem::{self, Params, Wait};
+use crate::elem::{self, At, Params, Wait};
 use crate::handles::{self, lock};
 use crate::{c_str, guard, nanos, null, shmq_status, Fail};
 
@@ -111,7 +111,7 @@ pub extern "C" fn shmq_elem_supported(elem_size: usize, elem_align: usize) -> bo
 
 fn open_or_create(
     kind: i32,
-    name: &str,
+    at: At,
     elem_size: usize,
     elem_align: usize,
     params: Params,
@@ -129,7 +129,7 @@ fn open_or_create(
         },
         ..params
     };
-    let q = elem::dispatch(elem_size, elem_align, &params, name).ok_or_else(|| {
+    let q = elem::dispatch(elem_size, elem_align, &params, at).ok_or_else(|| {
         Fail::new(
             shmq_status::SHMQ_ERR_UNSUPPORTED_ELEMENT,
             format!(
@@ -140,6 +140,41 @@ fn open_or_create(
         )
     })??;
     Ok(handles::insert(QueueObj(q)))
+}
+
+fn create(at: At, c: &shmq_queue_config) -> Result<u64, Fail> {
+    let params = Params {
+        mpmc: false,
+        capacity: c.capacity,
+        schema: c.schema,
+        max_producers: c.max_producers,
+        max_consumers: c.max_consumers,
+    };
+    open_or_create(c.kind, at, c.elem_size, c.elem_align, params)
+}
+
+fn open(at: At, kind: i32, elem_size: usize, elem_align: usize, schema: u64) -> Result<u64, Fail> {
+    let params = Params {
+        mpmc: false,
+        capacity: 0,
+        schema,
+        max_producers: 0,
+        max_consumers: 0,
+    };
+    open_or_create(kind, at, elem_size, elem_align, params)
+}
+
+/// Read a `shmq_queue_config` argument.
+///
+/// # Safety
+/// `config` is NULL or valid for reads of a `shmq_queue_config`.
+unsafe fn read_config(config: *const shmq_queue_config) -> Result<shmq_queue_config, Fail> {
+    if config.is_null() {
+        return Err(null("config"));
+    }
+    // SAFETY: non-null and readable by the contract; every field is a
+    // plain integer, so any bytes are a valid value.
+    Ok(unsafe { config.read_unaligned() })
 }
 
 /// Create the ring `name` (NUL-terminated, e.g. "/orders") from `config`.
@@ -159,29 +194,12 @@ pub unsafe extern "C" fn shmq_queue_create(
     guard(|| {
         // SAFETY: forwarded from this function's contract.
         let name = unsafe { c_str(name, "name") }?;
-        if config.is_null() {
-            return Err(null("config"));
-        }
+        // SAFETY: forwarded from this function's contract.
+        let c = unsafe { read_config(config) }?;
         if out.is_null() {
             return Err(null("out"));
         }
-        // SAFETY: non-null and readable by the contract; every field is a
-        // plain integer, so any bytes are a valid value.
-        let c = unsafe { config.read_unaligned() };
-        let id = open_or_create(
-            c.kind,
-            name,
-            c.elem_size,
-            c.elem_align,
-            Params {
-                mpmc: false,
-                create: true,
-                capacity: c.capacity,
-                schema: c.schema,
-                max_producers: c.max_producers,
-                max_consumers: c.max_consumers,
-            },
-        )?;
+        let id = create(At::Create(name), &c)?;
         // SAFETY: `out` is non-null and writable by the contract.
         unsafe { out.write(shmq_queue_t { id }) };
         Ok(())
@@ -210,22 +228,83 @@ pub unsafe extern "C" fn shmq_queue_open(
         if out.is_null() {
             return Err(null("out"));
         }
-        let id = open_or_create(
-            kind,
-            name,
-            elem_size,
-            elem_align,
-            Params {
-                mpmc: false,
-                create: false,
-                capacity: 0,
-                schema,
-                max_producers: 0,
-                max_consumers: 0,
-            },
-        )?;
+        let id = open(At::Open(name), kind, elem_size, elem_align, schema)?;
         // SAFETY: `out` is non-null and writable by the contract.
         unsafe { out.write(shmq_queue_t { id }) };
+        Ok(())
+    })
+}
+
+/// Create a ring in an unnamed memfd, sealed against resizing, from
+/// `config`: nothing in /dev/shm, freed when the last process holding it
+/// closes it. Hand it to a peer with `shmq_queue_dup_fd()` (over a Unix
+/// socket with SCM_RIGHTS, or by inheritance); the peer opens it with
+/// `shmq_queue_open_fd()`.
+///
+/// # Safety
+/// `config` is NULL or readable; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_queue_create_memfd(
+    config: *const shmq_queue_config,
+    out: *mut shmq_queue_t,
+) -> shmq_status {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let c = unsafe { read_config(config) }?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let id = create(At::CreateMemfd, &c)?;
+        // SAFETY: `out` is non-null and writable by the contract.
+        unsafe { out.write(shmq_queue_t { id }) };
+        Ok(())
+    })
+}
+
+/// Open a memfd ring from the descriptor `fd`, with the same checks as
+/// `shmq_queue_open()`, and the memfd's seals checked too. `fd` stays the
+/// caller's: the library duplicates it and the caller may close its own
+/// at once. A descriptor that is not open is `SHMQ_ERR_IO`.
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_queue_open_fd(
+    fd: i32,
+    kind: i32,
+    elem_size: usize,
+    elem_align: usize,
+    schema: u64,
+    out: *mut shmq_queue_t,
+) -> shmq_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let fd = crate::dup_caller_fd(fd)?;
+        let id = open(At::OpenFd(fd), kind, elem_size, elem_align, schema)?;
+        // SAFETY: `out` is non-null and writable by the contract.
+        unsafe { out.write(shmq_queue_t { id }) };
+        Ok(())
+    })
+}
+
+/// A new descriptor for the queue's segment, into `*fd`: owned by the
+/// caller, who must `close()` it, and close-on-exec (clear `FD_CLOEXEC` to
+/// pass it to an exec'd child). Named segments have a descriptor too.
+///
+/// # Safety
+/// `fd` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_queue_dup_fd(queue: shmq_queue_t, fd: *mut i32) -> shmq_status {
+    guard(|| {
+        let q = handles::get::<QueueObj>(queue.id, Q)?;
+        if fd.is_null() {
+            return Err(null("fd"));
+        }
+        let owned = q.0.dup_fd()?;
+        // SAFETY: non-null and writable by the contract.
+        unsafe { fd.write(std::os::fd::IntoRawFd::into_raw_fd(owned)) };
         Ok(())
     })
 }

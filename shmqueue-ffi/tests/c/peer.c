@@ -189,6 +189,80 @@ static int errors(const char *name) {
     return 0;
 }
 
+/* Consume n items from a memfd SPSC ring inherited as descriptor `fd`. */
+static int fd_consume(int fd, uint64_t n) {
+    shmq_queue_t q;
+    shmq_consumer_t c;
+    CHECK(shmq_queue_open_fd(fd, SHMQ_KIND_SPSC, 8, 8, 0, &q));
+    close(fd); /* the library keeps its own descriptor */
+    CHECK(shmq_consumer(q, &c));
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t v;
+        CHECK(shmq_pop_timeout(c, &v, DEADLINE));
+        if (v != i) {
+            fprintf(stderr, "peer: memfd item %llu is %llu\n", (unsigned long long)i,
+                    (unsigned long long)v);
+            return 1;
+        }
+    }
+    uint64_t v;
+    EXPECT(shmq_pop_timeout(c, &v, DEADLINE), SHMQ_DISCONNECTED);
+    CHECK(shmq_consumer_free(c));
+    CHECK(shmq_queue_free(q));
+    return 0;
+}
+
+/* memfd rings made and reopened in this process: element checks apply to
+ * descriptors too, and a descriptor that is not a sealed memfd is refused. */
+static int memfd_local(void) {
+    shmq_queue_config cfg = shmq_queue_config_default(SHMQ_KIND_MPMC, 16, 8);
+    cfg.capacity = 8;
+    shmq_queue_t q, q2, bad;
+    CHECK(shmq_queue_create_memfd(&cfg, &q));
+    int fd = -1;
+    CHECK(shmq_queue_dup_fd(q, &fd));
+    EXPECT(shmq_queue_open_fd(fd, SHMQ_KIND_MPMC, 8, 8, 0, &bad), SHMQ_ERR_ELEM_SIZE);
+    CHECK(shmq_queue_open_fd(fd, SHMQ_KIND_MPMC, 16, 8, 0, &q2));
+    close(fd);
+    EXPECT(shmq_queue_open_fd(fd, SHMQ_KIND_MPMC, 16, 8, 0, &bad), SHMQ_ERR_IO);
+    EXPECT(shmq_queue_open_fd(0, SHMQ_KIND_MPMC, 16, 8, 0, &bad), SHMQ_ERR_IO);
+    shmq_producer_t p;
+    shmq_consumer_t c;
+    CHECK(shmq_producer(q, &p));
+    CHECK(shmq_consumer(q2, &c));
+    uint64_t in[2] = {7, 9}, out[2] = {0, 0};
+    CHECK(shmq_push(p, in));
+    CHECK(shmq_pop(c, out));
+    if (out[0] != 7 || out[1] != 9) return 1;
+    CHECK(shmq_producer_free(p));
+    CHECK(shmq_consumer_free(c));
+    CHECK(shmq_queue_free(q));
+    CHECK(shmq_queue_free(q2));
+
+    shmq_bytes_t r, r2;
+    shmq_bytes_producer_t bp;
+    shmq_bytes_consumer_t bc;
+    CHECK(shmq_bytes_create_memfd(4096, 0, 0, &r));
+    CHECK(shmq_bytes_dup_fd(r, &fd));
+    CHECK(shmq_bytes_open_fd(fd, 0, 0, &r2));
+    close(fd);
+    CHECK(shmq_bytes_producer(r, &bp));
+    CHECK(shmq_bytes_consumer(r2, &bc));
+    char got[64];
+    /* A buffer too small keeps the message queued and says what it needs. */
+    CHECK(shmq_bytes_send_timeout(bp, "hi", 2, DEADLINE));
+    size_t len = 0;
+    EXPECT(shmq_bytes_recv_timeout(bc, got, 1, &len, DEADLINE), SHMQ_ERR_BUFFER_TOO_SMALL);
+    if (len != 2) return fail("needed length", SHMQ_OK);
+    CHECK(shmq_bytes_recv_timeout(bc, got, sizeof got, &len, DEADLINE));
+    if (len != 2 || memcmp(got, "hi", 2) != 0) return 1;
+    CHECK(shmq_bytes_producer_free(bp));
+    CHECK(shmq_bytes_consumer_free(bc));
+    CHECK(shmq_bytes_free(r));
+    CHECK(shmq_bytes_free(r2));
+    return 0;
+}
+
 /* Message i has length i % 300 (0 too), bytes (i + j) mod 251. */
 static size_t msg_len(uint64_t i) { return (size_t)(i % 300); }
 
@@ -253,6 +327,8 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "hold") == 0) return hold(name);
     if (strcmp(mode, "await-death") == 0) return await_death(name);
     if (strcmp(mode, "errors") == 0) return errors(name);
+    if (strcmp(mode, "fd-consume") == 0) return fd_consume(atoi(name), n);
+    if (strcmp(mode, "memfd-local") == 0) return memfd_local();
     if (strcmp(mode, "bytes-produce") == 0) return bytes_produce(name, n);
     if (strcmp(mode, "bytes-consume") == 0) return bytes_consume(name, n);
     fprintf(stderr, "peer: unknown mode %s\n", mode);
