@@ -110,6 +110,19 @@ typedef struct shmq_bytes_t {
   uint64_t id;
 } shmq_bytes_t;
 
+// A snapshot of a byte ring, from `shmq_bytes_stats()`.
+typedef struct shmq_bytes_stats_t {
+  // Bytes of ring (the data area).
+  size_t capacity;
+  // Bytes in the ring now, record headers and padding included.
+  size_t len;
+  // The largest payload of one record: the most a `shmq_bytes_try_send()`
+  // can take. Blocking and timed sends split larger messages.
+  size_t max_record_payload;
+  // This handle's limit on one message.
+  size_t max_message_size;
+} shmq_bytes_stats_t;
+
 // The sending endpoint of a byte ring (one at a time). Owned by the
 // caller: `shmq_bytes_producer_free()`.
 typedef struct shmq_bytes_producer_t {
@@ -123,6 +136,43 @@ typedef struct shmq_bytes_consumer_t {
   // Opaque id; 0 is never valid.
   uint64_t id;
 } shmq_bytes_consumer_t;
+
+// What `shmq_inspect()` found under a name. Header values are untrusted
+// and reported as read; a field that could not be read is 0.
+typedef struct shmq_segment_info {
+  // A shmqueue segment at all: a readable regular file, large enough for
+  // a header, with the right magic number.
+  bool is_shmqueue;
+  // Every header check passed (`shmq stat NAME` names a failed one).
+  bool healthy;
+  // Some process has it open through shmqueue.
+  bool in_use;
+  // A shmqueue segment nobody has open: safe to `shmq_unlink()`.
+  bool stale;
+  // Layout version.
+  uint32_t layout_version;
+  // Raw queue kind: 1 SPSC, 2 MPMC, 3 byte ring, 4 broadcast.
+  uint32_t kind;
+  // Pid of the creator (informational).
+  uint32_t creator_pid;
+  // Element size in bytes.
+  uint64_t elem_size;
+  // Element alignment in bytes.
+  uint64_t elem_align;
+  // Capacity in items (byte ring: bytes).
+  uint64_t capacity;
+  // Schema tag.
+  uint64_t schema;
+  // Items in the ring now (byte ring: bytes, as `capacity`).
+  uint64_t fill;
+  // Producer entries whose process holds its liveness lock.
+  uint32_t producers_alive;
+  // Consumer (or subscriber) entries whose process holds its lock.
+  uint32_t consumers_alive;
+  // Entries recorded as attached whose process has died (not yet
+  // reaped by a peer).
+  uint32_t endpoints_dead;
+} shmq_segment_info;
 
 // Creation parameters of `shmq_queue_create()`. Start from
 // `shmq_queue_config_default()` and change what you need, so that a field
@@ -154,6 +204,34 @@ typedef struct shmq_queue_t {
   // Opaque id; 0 is never valid.
   uint64_t id;
 } shmq_queue_t;
+
+// A snapshot of a queue, from `shmq_queue_stats()`. Values are read
+// without stopping anyone, so they may be stale by the time they are used.
+typedef struct shmq_queue_stats_t {
+  // A `shmq_kind` value.
+  int32_t kind;
+  // Bytes per element.
+  size_t elem_size;
+  // Alignment of the element.
+  size_t elem_align;
+  // Items the ring holds.
+  size_t capacity;
+  // Items in the ring now (MPMC: including holes not yet skipped).
+  size_t len;
+  // MPMC: producer entries recorded as attached (a dead producer counts
+  // until reaped). 0 for SPSC, whose endpoints `shmq_inspect()` reports.
+  uint32_t producers;
+  // MPMC: consumer entries recorded as attached (as `producers`).
+  uint32_t consumers;
+  // MPMC: attached producers whose process holds its liveness lock.
+  uint32_t producers_alive;
+  // MPMC: attached consumers whose process holds its liveness lock.
+  uint32_t consumers_alive;
+  // MPMC: holes left by dead producers that consumers skipped.
+  uint64_t holes_skipped;
+  // MPMC: slots held by dead consumers that producers released.
+  uint64_t slots_released;
+} shmq_queue_stats_t;
 
 // A producer endpoint of a queue. Owned by the caller: release it with
 // `shmq_producer_free()`, which gives the role back. If the process dies
@@ -248,6 +326,12 @@ enum shmq_status shmq_bytes_dup_fd(struct shmq_bytes_t ring, int32_t *fd);
 // `out` is NULL or writable.
 enum shmq_status shmq_bytes_capacity(struct shmq_bytes_t ring, size_t *out);
 
+// A snapshot of the ring's state into `*out`.
+//
+// # Safety
+// `out` is NULL or valid for writes of a `shmq_bytes_stats_t`.
+enum shmq_status shmq_bytes_stats(struct shmq_bytes_t ring, struct shmq_bytes_stats_t *out);
+
 // Release a byte-ring handle (its endpoints stay valid).
 enum shmq_status shmq_bytes_free(struct shmq_bytes_t ring);
 
@@ -330,6 +414,16 @@ enum shmq_status shmq_bytes_recv_timeout(struct shmq_bytes_consumer_t consumer,
                                          size_t cap,
                                          size_t *len,
                                          uint64_t timeout_ns);
+
+// Describe the segment `name` without attaching to it, into `*out`:
+// `SHMQ_OK` whenever the name exists, even if it is not a shmqueue segment
+// or fails a check (see `is_shmqueue`, `healthy`); `SHMQ_ERR_NOT_FOUND` if
+// it does not. Works for every ring kind, broadcast included.
+//
+// # Safety
+// `name` is NULL or a NUL-terminated string; `out` is NULL or valid for
+// writes of a `shmq_segment_info`.
+enum shmq_status shmq_inspect(const char *name, struct shmq_segment_info *out);
 
 // A configuration with the defaults for `kind` and an element of
 // `elem_size` bytes aligned to `elem_align`.
@@ -420,6 +514,14 @@ enum shmq_status shmq_queue_capacity(struct shmq_queue_t queue, size_t *out);
 // # Safety
 // `out` is NULL or writable.
 enum shmq_status shmq_queue_len(struct shmq_queue_t queue, size_t *out);
+
+// A snapshot of the queue's state into `*out`: geometry and fill for both
+// kinds, and for MPMC the attached endpoints, their liveness and the
+// dead-peer recovery counters. Works for memfd rings too.
+//
+// # Safety
+// `out` is NULL or valid for writes of a `shmq_queue_stats_t`.
+enum shmq_status shmq_queue_stats(struct shmq_queue_t queue, struct shmq_queue_stats_t *out);
 
 // Claim a producer endpoint. SPSC: `SHMQ_ERR_ROLE_TAKEN` while another
 // live producer exists (in any process); MPMC: `SHMQ_ERR_REGISTRY_FULL`

@@ -208,6 +208,47 @@ pub unsafe extern "C" fn shmq_bytes_capacity(ring: shmq_bytes_t, out: *mut usize
     })
 }
 
+/// A snapshot of a byte ring, from `shmq_bytes_stats()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct shmq_bytes_stats_t {
+    /// Bytes of ring (the data area).
+    pub capacity: usize,
+    /// Bytes in the ring now, record headers and padding included.
+    pub len: usize,
+    /// The largest payload of one record: the most a `shmq_bytes_try_send()`
+    /// can take. Blocking and timed sends split larger messages.
+    pub max_record_payload: usize,
+    /// This handle's limit on one message.
+    pub max_message_size: usize,
+}
+
+/// A snapshot of the ring's state into `*out`.
+///
+/// # Safety
+/// `out` is NULL or valid for writes of a `shmq_bytes_stats_t`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_bytes_stats(
+    ring: shmq_bytes_t,
+    out: *mut shmq_bytes_stats_t,
+) -> shmq_status {
+    guard(|| {
+        let r = handles::get::<RingObj>(ring.id, R)?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let st = shmq_bytes_stats_t {
+            capacity: r.0.capacity(),
+            len: r.0.len(),
+            max_record_payload: r.0.max_record_payload(),
+            max_message_size: r.0.max_message_size(),
+        };
+        // SAFETY: non-null and writable by the contract.
+        unsafe { out.write(st) };
+        Ok(())
+    })
+}
+
 /// Release a byte-ring handle (its endpoints stay valid).
 #[no_mangle]
 pub extern "C" fn shmq_bytes_free(ring: shmq_bytes_t) -> shmq_status {

@@ -49,7 +49,32 @@ pub(crate) trait Queue: Send + Sync {
     fn capacity(&self) -> usize;
     fn len(&self) -> usize;
     fn elem_size(&self) -> usize;
+    fn elem_align(&self) -> usize;
     fn dup_fd(&self) -> Result<OwnedFd, Fail>;
+    /// The `shmq_kind` value.
+    fn kind(&self) -> i32;
+    /// MPMC only: the registry and recovery counters.
+    fn mpmc_stats(&self) -> Option<mpmc::Stats>;
+}
+
+/// What differs between the two ring types beyond the shared methods.
+trait Kind {
+    const KIND: i32;
+    fn mpmc_stats(&self) -> Option<mpmc::Stats>;
+}
+
+impl<T: Pod> Kind for Spsc<T> {
+    const KIND: i32 = crate::queue::shmq_kind::SHMQ_KIND_SPSC as i32;
+    fn mpmc_stats(&self) -> Option<mpmc::Stats> {
+        None
+    }
+}
+
+impl<T: Pod> Kind for Mpmc<T> {
+    const KIND: i32 = crate::queue::shmq_kind::SHMQ_KIND_MPMC as i32;
+    fn mpmc_stats(&self) -> Option<mpmc::Stats> {
+        Some(self.stats())
+    }
 }
 
 /// A producer endpoint. `src` points to `elem_size` readable bytes.
@@ -167,8 +192,17 @@ macro_rules! endpoints {
             fn elem_size(&self) -> usize {
                 std::mem::size_of::<T>()
             }
+            fn elem_align(&self) -> usize {
+                std::mem::align_of::<T>()
+            }
             fn dup_fd(&self) -> Result<OwnedFd, Fail> {
                 Ok($q::dup_fd(self)?)
+            }
+            fn kind(&self) -> i32 {
+                <$q<T> as Kind>::KIND
+            }
+            fn mpmc_stats(&self) -> Option<mpmc::Stats> {
+                Kind::mpmc_stats(self)
             }
         }
 

@@ -33,9 +33,11 @@ use std::time::Duration;
 mod bytes;
 mod elem;
 mod handles;
+mod inspect;
 mod queue;
 
 pub use bytes::*;
+pub use inspect::*;
 pub use queue::*;
 
 /// What a call did. `SHMQ_OK` (0) is success; the next few are ordinary

@@ -351,6 +351,82 @@ pub unsafe extern "C" fn shmq_queue_len(queue: shmq_queue_t, out: *mut usize) ->
     })
 }
 
+/// A snapshot of a queue, from `shmq_queue_stats()`. Values are read
+/// without stopping anyone, so they may be stale by the time they are used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct shmq_queue_stats_t {
+    /// A `shmq_kind` value.
+    pub kind: i32,
+    /// Bytes per element.
+    pub elem_size: usize,
+    /// Alignment of the element.
+    pub elem_align: usize,
+    /// Items the ring holds.
+    pub capacity: usize,
+    /// Items in the ring now (MPMC: including holes not yet skipped).
+    pub len: usize,
+    /// MPMC: producer entries recorded as attached (a dead producer counts
+    /// until reaped). 0 for SPSC, whose endpoints `shmq_inspect()` reports.
+    pub producers: u32,
+    /// MPMC: consumer entries recorded as attached (as `producers`).
+    pub consumers: u32,
+    /// MPMC: attached producers whose process holds its liveness lock.
+    pub producers_alive: u32,
+    /// MPMC: attached consumers whose process holds its liveness lock.
+    pub consumers_alive: u32,
+    /// MPMC: holes left by dead producers that consumers skipped.
+    pub holes_skipped: u64,
+    /// MPMC: slots held by dead consumers that producers released.
+    pub slots_released: u64,
+}
+
+/// A snapshot of the queue's state into `*out`: geometry and fill for both
+/// kinds, and for MPMC the attached endpoints, their liveness and the
+/// dead-peer recovery counters. Works for memfd rings too.
+///
+/// # Safety
+/// `out` is NULL or valid for writes of a `shmq_queue_stats_t`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_queue_stats(
+    queue: shmq_queue_t,
+    out: *mut shmq_queue_stats_t,
+) -> shmq_status {
+    guard(|| {
+        let q = handles::get::<QueueObj>(queue.id, Q)?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let q = &q.0;
+        let mut st = shmq_queue_stats_t {
+            kind: q.kind(),
+            elem_size: q.elem_size(),
+            elem_align: q.elem_align(),
+            capacity: q.capacity(),
+            len: q.len(),
+            ..Default::default()
+        };
+        if let Some(m) = q.mpmc_stats() {
+            let alive = |r| {
+                m.endpoints
+                    .iter()
+                    .filter(|e| e.role == r && e.alive)
+                    .count() as u32
+            };
+            st.len = m.len;
+            st.producers = m.producers;
+            st.consumers = m.consumers;
+            st.producers_alive = alive(shmqueue::Role::Producer);
+            st.consumers_alive = alive(shmqueue::Role::Consumer);
+            st.holes_skipped = m.holes_skipped;
+            st.slots_released = m.slots_released;
+        }
+        // SAFETY: non-null and writable by the contract.
+        unsafe { out.write(st) };
+        Ok(())
+    })
+}
+
 /// Claim a producer endpoint. SPSC: `SHMQ_ERR_ROLE_TAKEN` while another
 /// live producer exists (in any process); MPMC: `SHMQ_ERR_REGISTRY_FULL`
 /// when all `max_producers` entries are live. On success `*out` is a new

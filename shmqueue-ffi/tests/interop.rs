@@ -404,11 +404,18 @@ fn memfd_rust_producer_c_consumer_by_descriptor() {
     let mut cmd = Command::new(peer_exe());
     cmd.args(["fd-consume", "3", "-", &M.to_string()]);
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only dup2, which is async-signal-safe; dup2 onto 3 also clears
-    // close-on-exec for the copy, so the C peer inherits it as fd 3.
+    // only dup2 and fcntl, which are async-signal-safe. dup2 onto 3 clears
+    // close-on-exec for the copy; if the descriptor already is 3, dup2
+    // would do nothing, so clear the flag by hand. Either way the C peer
+    // inherits it as fd 3.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
+            let r = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -429,4 +436,23 @@ fn memfd_rust_producer_c_consumer_by_descriptor() {
 #[test]
 fn memfd_in_c() {
     Peer::c(&["memfd-local", "-"]).wait_ok(DEADLINE);
+}
+
+/// Stats and inspection from C agree with what the Rust side did: an MPMC
+/// ring with one Rust producer, one Rust consumer and 5 items, then the C
+/// process's own producer; SPSC and byte-ring stats on memfd rings.
+#[test]
+fn stats_and_inspect_from_c() {
+    let seg = Seg::new("stats");
+    let q = Mpmc::<u64>::create(&seg.0, 64).unwrap();
+    let mut tx = q.producer().unwrap();
+    let mut rx = q.consumer().unwrap();
+    for i in 0..5 {
+        tx.try_push(i).unwrap();
+    }
+    Peer::c(&["stats", &seg.0]).wait_ok(DEADLINE);
+    // The C producer's item is there, after ours.
+    for i in 0..6 {
+        assert_eq!(rx.try_pop().unwrap(), i);
+    }
 }

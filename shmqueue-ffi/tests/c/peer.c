@@ -263,6 +263,89 @@ static int memfd_local(void) {
     return 0;
 }
 
+#define WANT(cond)                                                   \
+    do {                                                             \
+        if (!(cond)) {                                               \
+            fprintf(stderr, "peer: %s:%d: %s\n", __FILE__, __LINE__, \
+                    #cond);                                          \
+            return 1;                                                \
+        }                                                            \
+    } while (0)
+
+/* The Rust side created the MPMC ring `name` (u64, capacity 64), holds one
+ * producer and one consumer, and pushed 5 items. Stats and inspection must
+ * say so, and see this process's endpoint once it attaches. */
+static int stats(const char *name) {
+    shmq_segment_info info;
+    CHECK(shmq_inspect(name, &info));
+    WANT(info.is_shmqueue && info.healthy && info.in_use && !info.stale);
+    WANT(info.kind == SHMQ_KIND_MPMC && info.elem_size == 8 && info.elem_align == 8);
+    WANT(info.capacity == 64 && info.fill == 5 && info.schema == 0);
+    WANT(info.producers_alive == 1 && info.consumers_alive == 1 && info.endpoints_dead == 0);
+    WANT(info.creator_pid == (uint32_t)getppid());
+
+    shmq_queue_t q;
+    shmq_producer_t p;
+    shmq_queue_stats_t st;
+    CHECK(shmq_queue_open(name, SHMQ_KIND_MPMC, 8, 8, 0, &q));
+    CHECK(shmq_queue_stats(q, &st));
+    WANT(st.kind == SHMQ_KIND_MPMC && st.elem_size == 8 && st.elem_align == 8);
+    WANT(st.capacity == 64 && st.len == 5);
+    WANT(st.producers == 1 && st.consumers == 1);
+    WANT(st.producers_alive == 1 && st.consumers_alive == 1);
+    WANT(st.holes_skipped == 0 && st.slots_released == 0);
+    CHECK(shmq_producer(q, &p));
+    uint64_t v = 5;
+    CHECK(shmq_push(p, &v));
+    CHECK(shmq_queue_stats(q, &st));
+    WANT(st.len == 6 && st.producers == 2 && st.producers_alive == 2);
+    size_t len = 0;
+    CHECK(shmq_queue_len(q, &len));
+    WANT(len == 6);
+    CHECK(shmq_producer_free(p));
+    CHECK(shmq_queue_stats(q, &st));
+    WANT(st.producers == 1 && st.producers_alive == 1);
+    EXPECT(shmq_queue_stats(q, NULL), SHMQ_ERR_NULL_ARGUMENT);
+    CHECK(shmq_queue_free(q));
+    EXPECT(shmq_queue_stats(q, &st), SHMQ_ERR_INVALID_HANDLE);
+
+    EXPECT(shmq_inspect("/shmq-ffi-no-such-segment", &info), SHMQ_ERR_NOT_FOUND);
+    EXPECT(shmq_inspect(name, NULL), SHMQ_ERR_NULL_ARGUMENT);
+
+    /* SPSC: geometry and fill; the registry counts are MPMC's. */
+    shmq_queue_config cfg = shmq_queue_config_default(SHMQ_KIND_SPSC, 4, 4);
+    cfg.capacity = 10;
+    CHECK(shmq_queue_create_memfd(&cfg, &q));
+    CHECK(shmq_producer(q, &p));
+    uint32_t w = 1;
+    CHECK(shmq_push(p, &w));
+    CHECK(shmq_push(p, &w));
+    CHECK(shmq_queue_stats(q, &st));
+    WANT(st.kind == SHMQ_KIND_SPSC && st.elem_size == 4 && st.elem_align == 4);
+    WANT(st.capacity == 10 && st.len == 2 && st.producers == 0);
+    CHECK(shmq_producer_free(p));
+    CHECK(shmq_queue_free(q));
+
+    /* Byte ring. */
+    shmq_bytes_t r;
+    shmq_bytes_producer_t bp;
+    shmq_bytes_stats_t bs;
+    CHECK(shmq_bytes_create_memfd(4096, 1000, 0, &r));
+    CHECK(shmq_bytes_stats(r, &bs));
+    WANT(bs.capacity == 4096 && bs.len == 0 && bs.max_message_size == 1000);
+    WANT(bs.max_record_payload > 0 && bs.max_record_payload < 4096);
+    CHECK(shmq_bytes_producer(r, &bp));
+    CHECK(shmq_bytes_try_send(bp, "hello", 5));
+    static const char big[1001];
+    EXPECT(shmq_bytes_try_send(bp, big, sizeof big), SHMQ_ERR_TOO_LARGE);
+    CHECK(shmq_bytes_stats(r, &bs));
+    WANT(bs.len >= 5 && bs.len < 64);
+    CHECK(shmq_bytes_producer_free(bp));
+    CHECK(shmq_bytes_free(r));
+    EXPECT(shmq_bytes_stats(r, &bs), SHMQ_ERR_INVALID_HANDLE);
+    return 0;
+}
+
 /* Message i has length i % 300 (0 too), bytes (i + j) mod 251. */
 static size_t msg_len(uint64_t i) { return (size_t)(i % 300); }
 
@@ -329,6 +412,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "errors") == 0) return errors(name);
     if (strcmp(mode, "fd-consume") == 0) return fd_consume(atoi(name), n);
     if (strcmp(mode, "memfd-local") == 0) return memfd_local();
+    if (strcmp(mode, "stats") == 0) return stats(name);
     if (strcmp(mode, "bytes-produce") == 0) return bytes_produce(name, n);
     if (strcmp(mode, "bytes-consume") == 0) return bytes_consume(name, n);
     fprintf(stderr, "peer: unknown mode %s\n", mode);
