@@ -260,36 +260,62 @@ fn mpmc_rust_producer_c_consumer() {
     rust_to_c("mpmc", "mpmc-r2c");
 }
 
+/// A consumer of either kind, for the kill tests.
+fn consumer_of(kind: &str, name: &str) -> Box<dyn FnMut(Duration) -> Result<u64, PopError>> {
+    if kind == "mpmc" {
+        let mut rx = Mpmc::<u64>::open(name).unwrap().consumer().unwrap();
+        Box::new(move |t| rx.pop_timeout(t))
+    } else {
+        let mut rx = Spsc::<u64>::open(name).unwrap().consumer().unwrap();
+        Box::new(move |t| rx.pop_timeout(t))
+    }
+}
+
 /// A SIGKILLed C producer is seen as gone by the blocked Rust consumer
 /// within a second, after it drained what the producer published.
-#[test]
-fn killed_c_producer_detected_by_rust() {
-    let seg = Seg::new("kill-c");
-    let q = Spsc::<u64>::create(&seg.0, 64).unwrap();
-    let mut rx = q.consumer().unwrap();
-    let mut peer = Peer::c(&["hold", &seg.0]);
+fn killed_c_producer(kind: &str, test: &str) {
+    let seg = Seg::new(test);
+    let _q: Box<dyn std::any::Any> = if kind == "mpmc" {
+        Box::new(Mpmc::<u64>::create(&seg.0, 64).unwrap())
+    } else {
+        Box::new(Spsc::<u64>::create(&seg.0, 64).unwrap())
+    };
+    let mut pop = consumer_of(kind, &seg.0);
+    let mut peer = Peer::c(&["hold", &seg.0, kind]);
     peer.expect_line("ready");
     for i in 0..3 {
-        assert_eq!(rx.pop_timeout(DEADLINE).unwrap(), i);
+        assert_eq!(pop(DEADLINE).unwrap(), i);
     }
     let t0 = Instant::now();
     peer.kill();
-    assert_eq!(rx.pop_timeout(DEADLINE), Err(PopError::Disconnected));
+    assert_eq!(pop(DEADLINE), Err(PopError::Disconnected));
     let took = t0.elapsed();
-    eprintln!("killed C producer detected in {took:?}");
+    eprintln!("{kind}: killed C producer detected in {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn killed_c_producer_detected_by_rust() {
+    killed_c_producer("spsc", "kill-c");
+}
+
+#[test]
+fn killed_c_mpmc_producer_detected_by_rust() {
+    killed_c_producer("mpmc", "kill-c-mpmc");
 }
 
 /// The reverse: a Rust producer process is SIGKILLed, and the C consumer
 /// blocked in `shmq_pop_timeout` gets `SHMQ_DISCONNECTED` within a second.
-/// The Rust process is this test binary again, running
-/// `rust_child_entry`.
-#[test]
-fn killed_rust_producer_detected_by_c() {
-    let seg = Seg::new("kill-rust");
-    let _q = Spsc::<u64>::create(&seg.0, 64).unwrap();
-    let mut c = Peer::c(&["await-death", &seg.0]);
-    c.expect_line("ready");
+/// The Rust process is this test binary again, running `rust_child_entry`;
+/// it attaches first (an MPMC consumer that has never seen a producer
+/// would call the queue deserted at once).
+fn killed_rust_producer(kind: &str, test: &str) {
+    let seg = Seg::new(test);
+    let _q: Box<dyn std::any::Any> = if kind == "mpmc" {
+        Box::new(Mpmc::<u64>::create(&seg.0, 64).unwrap())
+    } else {
+        Box::new(Spsc::<u64>::create(&seg.0, 64).unwrap())
+    };
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -297,36 +323,55 @@ fn killed_rust_producer_detected_by_c() {
         "--nocapture",
         "--test-threads=1",
     ])
-    .env("SHMQ_FFI_CHILD", &seg.0);
+    .env("SHMQ_FFI_CHILD", &seg.0)
+    .env("SHMQ_FFI_CHILD_KIND", kind);
     let mut rust = Peer::spawn(cmd);
     rust.expect_line("ready");
+    let mut c = Peer::c(&["await-death", &seg.0, kind]);
+    c.expect_line("ready");
     let t0 = Instant::now();
     rust.kill();
     c.expect_line("disconnected");
     let took = t0.elapsed();
-    eprintln!("killed Rust producer detected by C in {took:?}");
+    eprintln!("{kind}: killed Rust producer detected by C in {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
     c.wait_ok(DEADLINE);
 }
 
-/// Not a test of its own: the Rust producer process of
-/// `killed_rust_producer_detected_by_c` (does nothing unless that test
-/// started it).
+#[test]
+fn killed_rust_producer_detected_by_c() {
+    killed_rust_producer("spsc", "kill-rust");
+}
+
+#[test]
+fn killed_rust_mpmc_producer_detected_by_c() {
+    killed_rust_producer("mpmc", "kill-rust-mpmc");
+}
+
+/// Not a test of its own: the Rust producer process of the
+/// `killed_rust_*` tests (does nothing unless one of them started it).
 #[test]
 fn rust_child_entry() {
     let Ok(name) = std::env::var("SHMQ_FFI_CHILD") else {
         return;
     };
-    let q = Spsc::<u64>::open(&name).unwrap();
-    let mut tx = q.producer().unwrap();
+    let mut push: Box<dyn FnMut(u64)> =
+        if std::env::var("SHMQ_FFI_CHILD_KIND").as_deref() == Ok("mpmc") {
+            let mut tx = Mpmc::<u64>::open(&name).unwrap().producer().unwrap();
+            Box::new(move |i| tx.push_timeout(i, DEADLINE).unwrap())
+        } else {
+            let mut tx = Spsc::<u64>::open(&name).unwrap().producer().unwrap();
+            Box::new(move |i| tx.push_timeout(i, DEADLINE).unwrap())
+        };
     for i in 0..3 {
-        tx.push_timeout(i, DEADLINE).unwrap();
+        push(i);
     }
     println!("ready");
     std::io::stdout().flush().unwrap();
     // Wait to be killed; a closed stdin (the test died) ends us too.
     let mut buf = String::new();
     let _ = std::io::stdin().read_line(&mut buf);
+    drop(push);
 }
 
 /// Wrong element size, schema and kind at open are typed codes; zeroed,

@@ -105,10 +105,10 @@ static int consume(int32_t kind, const char *name, uint64_t n) {
 }
 
 /* Claim the producer, push three items, say so, and wait to be killed. */
-static int hold(const char *name) {
+static int hold(int32_t kind, const char *name) {
     shmq_queue_t q;
     shmq_producer_t p;
-    CHECK(shmq_queue_open(name, SHMQ_KIND_SPSC, 8, 8, 0, &q));
+    CHECK(shmq_queue_open(name, kind, 8, 8, 0, &q));
     CHECK(shmq_producer(q, &p));
     for (uint64_t i = 0; i < 3; i++) CHECK(shmq_push_timeout(p, &i, DEADLINE));
     printf("ready\n");
@@ -119,10 +119,10 @@ static int hold(const char *name) {
 
 /* Be the consumer of a ring whose Rust producer will be SIGKILLed: drain,
  * then report the disconnection. */
-static int await_death(const char *name) {
+static int await_death(int32_t kind, const char *name) {
     shmq_queue_t q;
     shmq_consumer_t c;
-    CHECK(shmq_queue_open(name, SHMQ_KIND_SPSC, 8, 8, 0, &q));
+    CHECK(shmq_queue_open(name, kind, 8, 8, 0, &q));
     CHECK(shmq_consumer(q, &c));
     printf("ready\n");
     fflush(stdout);
@@ -407,8 +407,9 @@ int main(int argc, char **argv) {
     uint64_t n = argc > 4 ? strtoull(argv[4], NULL, 10) : 0;
     if (strcmp(mode, "produce") == 0) return produce(kind_of(argv[3]), name, n);
     if (strcmp(mode, "consume") == 0) return consume(kind_of(argv[3]), name, n);
-    if (strcmp(mode, "hold") == 0) return hold(name);
-    if (strcmp(mode, "await-death") == 0) return await_death(name);
+    if (strcmp(mode, "hold") == 0) return hold(kind_of(argc > 3 ? argv[3] : "spsc"), name);
+    if (strcmp(mode, "await-death") == 0)
+        return await_death(kind_of(argc > 3 ? argv[3] : "spsc"), name);
     if (strcmp(mode, "errors") == 0) return errors(name);
     if (strcmp(mode, "fd-consume") == 0) return fd_consume(atoi(name), n);
     if (strcmp(mode, "memfd-local") == 0) return memfd_local();
