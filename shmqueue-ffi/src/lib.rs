@@ -353,3 +353,48 @@ pub unsafe extern "C" fn shmq_unlink(name: *const c_char) -> shmq_status {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside an entry point's body is a status code with the
+    /// panic's message, not an unwind into the caller.
+    #[test]
+    fn panic_becomes_a_status() {
+        let s = guard(|| panic!("deliberate test panic"));
+        assert_eq!(s, shmq_status::SHMQ_ERR_PANIC);
+        // SAFETY: shmq_last_error_message returns a NUL-terminated string
+        // owned by this thread's buffer, untouched until our next call.
+        let msg = unsafe { CStr::from_ptr(shmq_last_error_message()) };
+        let msg = msg.to_str().unwrap();
+        assert!(msg.contains("deliberate test panic"), "{msg}");
+        // An ordinary outcome leaves the last message alone.
+        assert_eq!(
+            guard(|| Err(Fail::quiet(shmq_status::SHMQ_EMPTY))),
+            shmq_status::SHMQ_EMPTY
+        );
+        // SAFETY: as above.
+        let again = unsafe { CStr::from_ptr(shmq_last_error_message()) };
+        assert_eq!(again.to_str().unwrap(), msg);
+    }
+
+    /// Every code has its own description; unknown ones a fixed one.
+    #[test]
+    fn strerror_covers_every_code() {
+        let text = |c: i32| {
+            // SAFETY: shmq_strerror returns a static NUL-terminated string.
+            unsafe { CStr::from_ptr(shmq_strerror(c)) }
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let unknown = text(-1);
+        let known: Vec<String> = (0..=4).chain(10..=32).map(text).collect();
+        assert!(known.iter().all(|t| *t != unknown));
+        let mut dedup = known.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), known.len(), "two codes share a description");
+    }
+}
