@@ -341,6 +341,8 @@ fn killed_rust_producer(kind: &str, test: &str) {
     let seg = Seg::new(test);
     let _q: Box<dyn std::any::Any> = if kind == "mpmc" {
         Box::new(Mpmc::<u64>::create(&seg.0, 64).unwrap())
+    } else if kind == "bcast" {
+        Box::new(Broadcast::<u64>::create(&seg.0, 64).unwrap())
     } else {
         Box::new(Spsc::<u64>::create(&seg.0, 64).unwrap())
     };
@@ -355,7 +357,12 @@ fn killed_rust_producer(kind: &str, test: &str) {
     .env("SHMQ_FFI_CHILD_KIND", kind);
     let mut rust = Peer::spawn(cmd);
     rust.expect_line("ready");
-    let mut c = Peer::c(&["await-death", &seg.0, kind]);
+    let mode = if kind == "bcast" {
+        "bcast-await-death"
+    } else {
+        "await-death"
+    };
+    let mut c = Peer::c(&[mode, &seg.0, kind]);
     c.expect_line("ready");
     let t0 = Instant::now();
     rust.kill();
@@ -376,6 +383,14 @@ fn killed_rust_mpmc_producer_detected_by_c() {
     killed_rust_producer("mpmc", "kill-rust-mpmc");
 }
 
+/// The broadcast form: a C subscriber blocked in `shmq_recv_timeout` sees
+/// the SIGKILLed Rust publisher gone within a second, after reading what
+/// it published.
+#[test]
+fn killed_rust_publisher_detected_by_c_subscriber() {
+    killed_rust_producer("bcast", "kill-rust-bcast");
+}
+
 /// Not a test of its own: the Rust producer process of the
 /// `killed_rust_*` tests (does nothing unless one of them started it).
 #[test]
@@ -383,14 +398,21 @@ fn rust_child_entry() {
     let Ok(name) = std::env::var("SHMQ_FFI_CHILD") else {
         return;
     };
-    let mut push: Box<dyn FnMut(u64)> =
-        if std::env::var("SHMQ_FFI_CHILD_KIND").as_deref() == Ok("mpmc") {
+    let kind = std::env::var("SHMQ_FFI_CHILD_KIND").unwrap_or_default();
+    let mut push: Box<dyn FnMut(u64)> = match kind.as_str() {
+        "mpmc" => {
             let mut tx = Mpmc::<u64>::open(&name).unwrap().producer().unwrap();
             Box::new(move |i| tx.push_timeout(i, DEADLINE).unwrap())
-        } else {
+        }
+        "bcast" => {
+            let mut tx = Broadcast::<u64>::open(&name).unwrap().publisher().unwrap();
+            Box::new(move |i| tx.publish_timeout(i, DEADLINE).unwrap())
+        }
+        _ => {
             let mut tx = Spsc::<u64>::open(&name).unwrap().producer().unwrap();
             Box::new(move |i| tx.push_timeout(i, DEADLINE).unwrap())
-        };
+        }
+    };
     for i in 0..3 {
         push(i);
     }

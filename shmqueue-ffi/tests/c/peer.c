@@ -480,6 +480,29 @@ static int bcast_publish(const char *name, uint64_t n) {
     return 0;
 }
 
+/* Subscribe from the oldest item to a ring whose Rust publisher published
+ * 0, 1, 2 and will be SIGKILLed: read them, then report the death. */
+static int bcast_await_death(const char *name) {
+    shmq_broadcast_t b;
+    shmq_subscriber_t sub;
+    CHECK(shmq_broadcast_open(name, 8, 8, 0, &b));
+    CHECK(shmq_subscribe(b, SHMQ_START_OLDEST, 0, &sub));
+    printf("ready\n");
+    fflush(stdout);
+    for (uint64_t i = 0;; i++) {
+        uint64_t v;
+        shmq_status s = shmq_recv_timeout(sub, &v, DEADLINE, NULL);
+        if (s == SHMQ_DISCONNECTED && i == 3) break;
+        if (s != SHMQ_OK) return fail("recv while waiting for the publisher's death", s);
+        if (v != i) return fail("an item out of order", SHMQ_OK);
+    }
+    printf("disconnected\n");
+    fflush(stdout);
+    CHECK(shmq_subscriber_free(sub));
+    CHECK(shmq_broadcast_free(b));
+    return 0;
+}
+
 /* Subscribe and never read: a lossless publisher waits for us until we die. */
 static int bcast_hold(const char *name) {
     shmq_broadcast_t b;
@@ -719,6 +742,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "bcast-subscribe") == 0) return bcast_subscribe(name, n);
     if (strcmp(mode, "bcast-publish") == 0) return bcast_publish(name, n);
     if (strcmp(mode, "bcast-hold") == 0) return bcast_hold(name);
+    if (strcmp(mode, "bcast-await-death") == 0) return bcast_await_death(name);
     if (strcmp(mode, "bcast-lag") == 0) return bcast_lag(name);
     if (strcmp(mode, "bcast-local") == 0) return bcast_local();
     fprintf(stderr, "peer: unknown mode %s\n", mode);
