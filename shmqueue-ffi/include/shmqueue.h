@@ -81,7 +81,8 @@ typedef enum shmq_status {
   SHMQ_ERR_CORRUPT = 24,
   // The creator has not finished initialising the segment.
   SHMQ_ERR_NOT_READY = 25,
-  // Another live endpoint holds this role (SPSC, byte ring).
+  // Another live endpoint holds this role (SPSC, byte ring, broadcast
+  // publisher).
   SHMQ_ERR_ROLE_TAKEN = 26,
   // Every registry entry of this role is held (MPMC).
   SHMQ_ERR_REGISTRY_FULL = 27,
