@@ -31,7 +31,9 @@
 // What a call did. `SHMQ_OK` (0) is success; the next few are ordinary
 // outcomes of a non-blocking or timed call; everything from
 // `SHMQ_ERR_NULL_ARGUMENT` on is an error, with a message in
-// `shmq_last_error_message()`.
+// `shmq_last_error_message()`, except `SHMQ_LAGGED` and `SHMQ_EVICTED`,
+// ordinary outcomes of a broadcast receive added after the errors (codes
+// are never renumbered), which leave a message too.
 typedef enum shmq_status {
   // Success.
   SHMQ_OK = 0,
@@ -42,7 +44,8 @@ typedef enum shmq_status {
   // A timed call's deadline passed.
   SHMQ_TIMEOUT = 3,
   // The peer has gone (closed its endpoint, or its process died), and
-  // for a consumer the ring is drained. Final for this endpoint.
+  // for a consumer the ring is drained. Final for this endpoint, except
+  // for a broadcast subscriber: a new publisher may attach.
   SHMQ_DISCONNECTED = 4,
   // A required pointer argument was NULL.
   SHMQ_ERR_NULL_ARGUMENT = 10,
@@ -78,7 +81,8 @@ typedef enum shmq_status {
   SHMQ_ERR_CORRUPT = 24,
   // The creator has not finished initialising the segment.
   SHMQ_ERR_NOT_READY = 25,
-  // Another live endpoint holds this role (SPSC, byte ring).
+  // Another live endpoint holds this role (SPSC, byte ring, broadcast
+  // publisher).
   SHMQ_ERR_ROLE_TAKEN = 26,
   // Every registry entry of this role is held (MPMC).
   SHMQ_ERR_REGISTRY_FULL = 27,
@@ -94,6 +98,20 @@ typedef enum shmq_status {
   // A bug in the bindings or the library panicked; the call did nothing
   // that can be relied on, but the process is intact.
   SHMQ_ERR_PANIC = 32,
+  // An ordinary outcome of a broadcast receive (numbered after the
+  // errors because codes are never renumbered): an overwrite ring's
+  // publisher lapped this subscriber, and `*missed` items are lost. It
+  // goes on from the oldest item still in the ring.
+  SHMQ_LAGGED = 33,
+  // An ordinary outcome of a broadcast receive: a lossless ring's
+  // publisher evicted this subscriber for lagging past `max_lag`, and
+  // `*missed` items are lost. It has rejoined at the oldest item still
+  // in the ring.
+  SHMQ_EVICTED = 34,
+  // `shmq_subscribe()` with `SHMQ_START_AT` named an item no longer in
+  // the ring, or not yet published beyond the next one; the message
+  // names the range there is.
+  SHMQ_ERR_START_GONE = 35,
 } shmq_status;
 
 // Which ring a queue handle is.
@@ -103,6 +121,145 @@ typedef enum shmq_kind {
   // Any number of producers and consumers (`shmqueue::Mpmc`).
   SHMQ_KIND_MPMC = 2,
 } shmq_kind;
+
+// What a broadcast publisher does when its slowest subscriber is a whole
+// ring behind (`shmq_broadcast_config.policy`).
+typedef enum shmq_policy {
+  // The publisher waits (backpressure): no live subscriber misses an
+  // item. The default.
+  SHMQ_POLICY_LOSSLESS = 1,
+  // The publisher never waits; a subscriber it laps gets `SHMQ_LAGGED`
+  // with the number of items it missed.
+  SHMQ_POLICY_OVERWRITE = 2,
+} shmq_policy;
+
+// Where a new subscriber starts (`shmq_subscribe()`'s `start`).
+typedef enum shmq_start {
+  // Only what is published after it joins.
+  SHMQ_START_LATEST = 1,
+  // The oldest item still in the ring: of the last `capacity` items
+  // published, the `capacity - 1` no publish in flight can be
+  // overwriting.
+  SHMQ_START_OLDEST = 2,
+  // The item with sequence number `seq` (items count from 0, one per
+  // publish), if it is still in the ring or is the next one; otherwise
+  // `SHMQ_ERR_START_GONE`, whose message names the range there is.
+  SHMQ_START_AT = 3,
+} shmq_start;
+
+// Creation parameters of `shmq_broadcast_create()`. Start from
+// `shmq_broadcast_config_default()` and change what you need, so that a
+// field added later gets its default.
+typedef struct shmq_broadcast_config {
+  // Bytes per element (`sizeof` of the C type).
+  size_t elem_size;
+  // Alignment of the element (`_Alignof`/`alignof` of the C type).
+  size_t elem_align;
+  // Items the ring holds (default 1024).
+  size_t capacity;
+  // Schema tag; an opener must pass the same one (default 0).
+  uint64_t schema;
+  // A `shmq_policy` value (default `SHMQ_POLICY_LOSSLESS`). An integer,
+  // so that a stray value is an error code rather than an invalid enum.
+  int32_t policy;
+  // Most subscribers attached at once (0: the library's default, 64; at
+  // most 1024). One more is `SHMQ_ERR_REGISTRY_FULL`.
+  uint32_t max_subscribers;
+  // Lossless rings: a live subscriber that keeps the ring full for
+  // longer than this many nanoseconds is evicted (its next receive is
+  // `SHMQ_EVICTED`). 0 (the default): never; a stopped subscriber holds
+  // the publisher for as long as it lives. Ignored by overwrite rings.
+  uint64_t max_lag_ns;
+} shmq_broadcast_config;
+
+// A mapped broadcast ring. Owned by the caller: `shmq_broadcast_free()`.
+// Its publisher and subscribers stay valid after it is freed (they keep
+// the mapping). A zeroed value is never a valid handle.
+typedef struct shmq_broadcast_t {
+  // Opaque id; 0 is never valid.
+  uint64_t id;
+} shmq_broadcast_t;
+
+// The publisher of a broadcast ring (one at a time, in any process).
+// Owned by the caller: `shmq_publisher_free()`, which gives the role back
+// (subscribers that have read everything then see `SHMQ_DISCONNECTED`).
+// If the process dies instead, a new publisher can take the role over.
+typedef struct shmq_publisher_t {
+  // Opaque id; 0 is never valid.
+  uint64_t id;
+} shmq_publisher_t;
+
+// A subscriber of a broadcast ring. Owned by the caller:
+// `shmq_subscriber_free()`. If its process dies, a lossless publisher
+// stops waiting for it within a fraction of a second.
+typedef struct shmq_subscriber_t {
+  // Opaque id; 0 is never valid.
+  uint64_t id;
+} shmq_subscriber_t;
+
+// Where a subscriber stands, from `shmq_subscriber_info()`.
+typedef struct shmq_subscriber_info_t {
+  // The sequence number of the next item it reads.
+  uint64_t position;
+  // Items published that it has not read yet (a snapshot).
+  uint64_t lag;
+  // Items it lost to laps and evictions since it subscribed: the sum of
+  // every `*missed` its receives reported.
+  uint64_t missed;
+} shmq_subscriber_info_t;
+
+// A snapshot of a broadcast ring, from `shmq_broadcast_stats()`. Values
+// are read without stopping anyone, so they may be stale when used.
+typedef struct shmq_broadcast_stats_t {
+  // Bytes per element.
+  size_t elem_size;
+  // Alignment of the element.
+  size_t elem_align;
+  // Items the ring holds.
+  size_t capacity;
+  // A `shmq_policy` value.
+  int32_t policy;
+  // The eviction lag of a lossless ring in nanoseconds; 0 if none.
+  uint64_t max_lag_ns;
+  // Items published so far (the next item's sequence number).
+  uint64_t published;
+  // A publisher is recorded as attached (alive, or dead and not yet
+  // replaced).
+  bool publisher_attached;
+  // The attached publisher's process holds its liveness lock.
+  bool publisher_alive;
+  // The attached publisher's pid (0 if none).
+  uint32_t publisher_pid;
+  // Subscriber entries recorded as attached (a dead one counts until a
+  // lossless publisher it held back drops it).
+  uint32_t subscribers;
+  // Attached subscribers whose process holds its liveness lock.
+  uint32_t subscribers_alive;
+  // Attached subscribers evicted and not yet told.
+  uint32_t subscribers_evicted;
+  // The largest lag (items not yet read) of an attached subscriber.
+  uint64_t max_subscriber_lag;
+  // Subscribers evicted for lagging past `max_lag`, ever.
+  uint64_t evictions;
+  // Times a subscriber found itself lapped (overwrite) or evicted.
+  uint64_t laps;
+} shmq_broadcast_stats_t;
+
+// One attached subscriber, from `shmq_broadcast_subscribers()`.
+typedef struct shmq_subscriber_stat_t {
+  // Its registry entry (1 and up; 0 is the publisher's).
+  uint32_t entry;
+  // The pid it recorded when attaching.
+  uint32_t pid;
+  // Its kernel liveness token is held (false: died, not yet dropped).
+  bool alive;
+  // Evicted by the publisher, and not yet told.
+  bool evicted;
+  // The sequence number of the next item it reads.
+  uint64_t cursor;
+  // Items published that it has not read.
+  uint64_t lag;
+} shmq_subscriber_stat_t;
 
 // A mapped byte ring. Owned by the caller: `shmq_bytes_free()`.
 typedef struct shmq_bytes_t {
@@ -269,6 +426,194 @@ const char *shmq_last_error_message(void);
 // # Safety
 // `name` is NULL or a NUL-terminated string.
 enum shmq_status shmq_unlink(const char *name);
+
+// A configuration with the defaults (lossless, capacity 1024, 64
+// subscribers, no `max_lag`) for an element of `elem_size` bytes aligned
+// to `elem_align`.
+struct shmq_broadcast_config shmq_broadcast_config_default(size_t elem_size, size_t elem_align);
+
+// Create the broadcast ring `name` (NUL-terminated, e.g. "/ticks") from
+// `config`. On success `*out` is a new handle the caller owns. Fails with
+// `SHMQ_ERR_ALREADY_EXISTS` if the name is taken; the segment stays until
+// `shmq_unlink()`.
+//
+// # Safety
+// `name` is NULL or a NUL-terminated string; `config` and `out` are NULL or
+// valid for reads and writes respectively.
+enum shmq_status shmq_broadcast_create(const char *name,
+                                       const struct shmq_broadcast_config *config,
+                                       struct shmq_broadcast_t *out);
+
+// Open the existing broadcast ring `name`. The segment's header must
+// match: element size (`SHMQ_ERR_ELEM_SIZE`), alignment
+// (`SHMQ_ERR_ELEM_ALIGN`), kind (`SHMQ_ERR_KIND`: not a broadcast ring)
+// and `schema` (`SHMQ_ERR_SCHEMA`). The policy, capacity and limits are
+// the creator's. On success `*out` is a new handle the caller owns.
+//
+// # Safety
+// `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+enum shmq_status shmq_broadcast_open(const char *name,
+                                     size_t elem_size,
+                                     size_t elem_align,
+                                     uint64_t schema,
+                                     struct shmq_broadcast_t *out);
+
+// Create a broadcast ring in an unnamed memfd, sealed against resizing:
+// nothing in /dev/shm, freed when the last process holding it closes it.
+// Hand it to peers with `shmq_broadcast_dup_fd()`; they open it with
+// `shmq_broadcast_open_fd()`.
+//
+// # Safety
+// `config` is NULL or readable; `out` is NULL or writable.
+enum shmq_status shmq_broadcast_create_memfd(const struct shmq_broadcast_config *config,
+                                             struct shmq_broadcast_t *out);
+
+// Open a memfd broadcast ring from the descriptor `fd`, with the checks
+// of `shmq_broadcast_open()` and the memfd's seals. `fd` stays the
+// caller's: the library duplicates it. A descriptor that is not open is
+// `SHMQ_ERR_IO`.
+//
+// # Safety
+// `out` is NULL or writable.
+enum shmq_status shmq_broadcast_open_fd(int32_t fd,
+                                        size_t elem_size,
+                                        size_t elem_align,
+                                        uint64_t schema,
+                                        struct shmq_broadcast_t *out);
+
+// A new descriptor for the ring's segment, into `*fd`: owned by the
+// caller, who must `close()` it, and close-on-exec.
+//
+// # Safety
+// `fd` is NULL or writable.
+enum shmq_status shmq_broadcast_dup_fd(struct shmq_broadcast_t bcast, int32_t *fd);
+
+// Release a broadcast handle (unmapping the segment once its endpoints
+// are freed too). The segment itself stays until `shmq_unlink()`.
+enum shmq_status shmq_broadcast_free(struct shmq_broadcast_t bcast);
+
+// Claim the publisher role: `SHMQ_ERR_ROLE_TAKEN` while a live publisher
+// holds it (in any process); a dead one's role is taken over, and
+// publishing resumes at its position. On success `*out` is a new handle
+// the caller owns (`shmq_publisher_free()`).
+//
+// # Safety
+// `out` is NULL or writable.
+enum shmq_status shmq_publisher(struct shmq_broadcast_t bcast, struct shmq_publisher_t *out);
+
+// Attach a subscriber starting at `start` (a `shmq_start` value; `seq` is
+// the sequence number for `SHMQ_START_AT` and ignored otherwise).
+// `SHMQ_ERR_REGISTRY_FULL` when `max_subscribers` live subscribers are
+// attached; `SHMQ_ERR_START_GONE` when item `seq` is no longer in the ring
+// (or not published yet, beyond the next one). On success `*out` is a new
+// handle the caller owns (`shmq_subscriber_free()`).
+//
+// # Safety
+// `out` is NULL or writable.
+enum shmq_status shmq_subscribe(struct shmq_broadcast_t bcast,
+                                int32_t start,
+                                uint64_t seq,
+                                struct shmq_subscriber_t *out);
+
+// Release the publisher: the role is given back, and subscribers that
+// have read everything see `SHMQ_DISCONNECTED` (until a new one attaches).
+enum shmq_status shmq_publisher_free(struct shmq_publisher_t publisher);
+
+// Release a subscriber: a lossless publisher stops waiting for it.
+enum shmq_status shmq_subscriber_free(struct shmq_subscriber_t subscriber);
+
+// Publish the element at `elem` (`elem_size` bytes, copied) without
+// waiting: `SHMQ_FULL` when a lossless ring's slowest live subscriber is a
+// whole ring behind. An overwrite ring is never full.
+//
+// # Safety
+// `elem` is NULL or valid for reads of the ring's `elem_size` bytes.
+enum shmq_status shmq_try_publish(struct shmq_publisher_t publisher, const void *elem);
+
+// Publish, waiting while a lossless ring is full (spin, then futex). A dead
+// subscriber stops holding it back within a fraction of a second; a live
+// one only if the ring has a `max_lag`. With no subscriber at all, nothing
+// waits: the item stays for one that starts at `SHMQ_START_OLDEST`.
+//
+// # Safety
+// As `shmq_try_publish()`.
+enum shmq_status shmq_publish(struct shmq_publisher_t publisher, const void *elem);
+
+// Publish, waiting at most `timeout_ns` nanoseconds (`SHMQ_TIMEOUT`).
+//
+// # Safety
+// As `shmq_try_publish()`.
+enum shmq_status shmq_publish_timeout(struct shmq_publisher_t publisher,
+                                      const void *elem,
+                                      uint64_t timeout_ns);
+
+// Receive the next item into `elem` (`elem_size` bytes) without waiting.
+// `SHMQ_EMPTY`: nothing new. `SHMQ_LAGGED` (overwrite ring): the publisher
+// overwrote items before this subscriber read them; `SHMQ_EVICTED`
+// (lossless ring with a `max_lag`): it kept the publisher waiting too
+// long and was cut loose, and has rejoined. In both, `*missed` is the
+// exact number of items it will never see, nothing is written to `elem`,
+// and the next call returns the oldest item still in the ring.
+// `SHMQ_DISCONNECTED`: everything is read and the publisher has gone (not
+// final: a new publisher may attach). `missed` may be NULL; if not, it is
+// written on every return (0 unless lagged or evicted).
+//
+// # Safety
+// `elem` is NULL or valid for writes of the ring's `elem_size` bytes;
+// `missed` is NULL or writable.
+enum shmq_status shmq_try_recv(struct shmq_subscriber_t subscriber, void *elem, uint64_t *missed);
+
+// Receive, waiting as long as it takes for an item (spin, then futex);
+// otherwise as `shmq_try_recv()`.
+//
+// # Safety
+// As `shmq_try_recv()`.
+enum shmq_status shmq_recv(struct shmq_subscriber_t subscriber, void *elem, uint64_t *missed);
+
+// Receive, waiting at most `timeout_ns` nanoseconds (`SHMQ_TIMEOUT`).
+//
+// # Safety
+// As `shmq_try_recv()`.
+enum shmq_status shmq_recv_timeout(struct shmq_subscriber_t subscriber,
+                                   void *elem,
+                                   uint64_t timeout_ns,
+                                   uint64_t *missed);
+
+// A subscriber's position, lag and total of missed items, into `*out`.
+//
+// # Safety
+// `out` is NULL or valid for writes of a `shmq_subscriber_info_t`.
+enum shmq_status shmq_subscriber_info(struct shmq_subscriber_t subscriber,
+                                      struct shmq_subscriber_info_t *out);
+
+// The sequence number the publisher's next item gets (the number of items
+// published so far), into `*out`.
+//
+// # Safety
+// `out` is NULL or writable.
+enum shmq_status shmq_publisher_position(struct shmq_publisher_t publisher, uint64_t *out);
+
+// A snapshot of the ring into `*out`: geometry and policy, items
+// published, the publisher and the subscribers with their liveness, and
+// the eviction and lap counts.
+//
+// # Safety
+// `out` is NULL or valid for writes of a `shmq_broadcast_stats_t`.
+enum shmq_status shmq_broadcast_stats(struct shmq_broadcast_t bcast,
+                                      struct shmq_broadcast_stats_t *out);
+
+// The attached subscribers, one `shmq_subscriber_stat_t` each: the first
+// `cap` of them into `out[0..cap]`, and how many there are into `*count`
+// (call with `cap` 0 and `out` NULL to size the array; the number may
+// change between calls).
+//
+// # Safety
+// `out` is valid for writes of `cap` elements (it may be NULL when `cap`
+// is 0); `count` is NULL or writable.
+enum shmq_status shmq_broadcast_subscribers(struct shmq_broadcast_t bcast,
+                                            struct shmq_subscriber_stat_t *out,
+                                            size_t cap,
+                                            size_t *count);
 
 // Create the byte ring `name` with `capacity_bytes` of ring and, if
 // `max_message_size` is not 0, that limit on messages (default 64 MiB).

@@ -1,4 +1,5 @@
-//! Fixed-size elements from C, on the library's typed rings.
+//! Fixed-size elements from C, on the library's typed rings (SPSC, MPMC
+//! and broadcast).
 //!
 //! The library is generic over `T: Pod` and checks `size_of::<T>()` and
 //! `align_of::<T>()` against the segment header at open. C gives a size and
@@ -106,7 +107,7 @@ fn disconnected(what: &str) -> Fail {
     )
 }
 
-fn try_push_fail<T>(e: TryPushError<T>) -> Fail {
+pub(crate) fn try_push_fail<T>(e: TryPushError<T>) -> Fail {
     match e {
         TryPushError::Full(_) => Fail::quiet(shmq_status::SHMQ_FULL),
         TryPushError::Disconnected(_) => disconnected("consumer"),
@@ -118,7 +119,7 @@ fn try_push_fail<T>(e: TryPushError<T>) -> Fail {
     }
 }
 
-fn push_fail<T>(e: PushError<T>) -> Fail {
+pub(crate) fn push_fail<T>(e: PushError<T>) -> Fail {
     match e {
         PushError::Timeout(_) => Fail::quiet(shmq_status::SHMQ_TIMEOUT),
         PushError::Disconnected(_) => disconnected("consumer"),
@@ -158,7 +159,7 @@ fn pop_fail(e: PopError) -> Fail {
 ///
 /// # Safety
 /// `src` is valid for reads of `size_of::<T>()` bytes.
-unsafe fn read_elem<T: Pod>(src: *const u8) -> T {
+pub(crate) unsafe fn read_elem<T: Pod>(src: *const u8) -> T {
     // SAFETY: readable by the caller's contract; `read_unaligned` needs no
     // alignment, and any bytes are a valid `T` (Pod). This is the caller's
     // private memory, not the shared segment.
@@ -169,7 +170,7 @@ unsafe fn read_elem<T: Pod>(src: *const u8) -> T {
 ///
 /// # Safety
 /// `dst` is valid for writes of `size_of::<T>()` bytes.
-unsafe fn write_elem<T: Pod>(dst: *mut u8, v: T) {
+pub(crate) unsafe fn write_elem<T: Pod>(dst: *mut u8, v: T) {
     // SAFETY: writable by the caller's contract; no alignment needed.
     unsafe { dst.cast::<T>().write_unaligned(v) }
 }
@@ -283,6 +284,22 @@ macro_rules! table {
         ) -> Option<Result<Box<dyn Queue>, Fail>> {
             match (align, size) {
                 $($( ($al, s) if s == $n * $al => Some(make::<[$prim; $n]>(p, at)), )*)*
+                _ => None,
+            }
+        }
+
+        /// Create or open the broadcast ring for elements of `size` bytes
+        /// aligned to `align`, as `dispatch`.
+        pub(crate) fn dispatch_broadcast(
+            size: usize,
+            align: usize,
+            p: &crate::broadcast::Params,
+            at: At,
+        ) -> Option<Result<Box<dyn crate::broadcast::Ring>, Fail>> {
+            match (align, size) {
+                $($( ($al, s) if s == $n * $al => {
+                    Some(crate::broadcast::make::<[$prim; $n]>(p, at))
+                } )*)*
                 _ => None,
             }
         }

@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use shmqueue::{ByteRing, Mpmc, PopError, RecvError, Spsc};
+use shmqueue::broadcast::{self, Broadcast, Start};
+use shmqueue::{ByteRing, Mpmc, PopError, RecvError, Spsc, TryPushError};
 
 const N: u64 = 1_000_000;
 /// Bound on any one wait in this file: a hung peer fails the test.
@@ -96,7 +97,7 @@ struct Peer {
     child: Option<Child>,
     pid: i32,
     stdout: Option<BufReader<ChildStdout>>,
-    _stdin: Option<ChildStdin>,
+    stdin: Option<ChildStdin>,
 }
 
 impl Peer {
@@ -110,7 +111,7 @@ impl Peer {
             child: Some(child),
             pid,
             stdout,
-            _stdin: stdin,
+            stdin,
         }
     }
 
@@ -122,8 +123,25 @@ impl Peer {
 
     /// Read stdout lines until one ending in `want`, within the deadline.
     fn expect_line(&mut self, want: &str) {
-        let mut out = self.stdout.take().expect("stdout");
         let want = want.to_string();
+        self.line_where(move |l| l.ends_with(&want));
+    }
+
+    /// Read stdout lines until one starting with `prefix` and a space,
+    /// within the deadline; the words after it.
+    fn words_after(&mut self, prefix: &str) -> Vec<u64> {
+        let p = format!("{prefix} ");
+        let line = self.line_where(move |l| l.starts_with(&p));
+        line.split_whitespace()
+            .skip(1)
+            .map(|w| w.parse().expect("a number"))
+            .collect()
+    }
+
+    /// Read stdout lines until one (trimmed) that `pick` accepts, within
+    /// the deadline; that line.
+    fn line_where(&mut self, pick: impl Fn(&str) -> bool + Send + 'static) -> String {
+        let mut out = self.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -136,8 +154,8 @@ impl Peer {
                     }
                     // libtest prints "test name ... " before a child test's
                     // own output, on the same line.
-                    Ok(_) if line.trim_end().ends_with(&want) => {
-                        let _ = tx.send(Some(out));
+                    Ok(_) if pick(line.trim_end()) => {
+                        let _ = tx.send(Some((out, line.trim_end().to_string())));
                         return;
                     }
                     Ok(_) => {}
@@ -145,10 +163,20 @@ impl Peer {
             }
         });
         match rx.recv_timeout(DEADLINE) {
-            Ok(Some(out)) => self.stdout = Some(out),
+            Ok(Some((out, line))) => {
+                self.stdout = Some(out);
+                line
+            }
             Ok(None) => panic!("peer {} closed stdout before saying the line", self.pid),
             Err(_) => panic!("peer {} did not say the line in time", self.pid),
         }
+    }
+
+    /// Write a line to the peer's stdin.
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to the peer");
+        stdin.flush().expect("flush to the peer");
     }
 
     /// Wait for exit within `limit`; kill it and fail otherwise.
@@ -313,6 +341,8 @@ fn killed_rust_producer(kind: &str, test: &str) {
     let seg = Seg::new(test);
     let _q: Box<dyn std::any::Any> = if kind == "mpmc" {
         Box::new(Mpmc::<u64>::create(&seg.0, 64).unwrap())
+    } else if kind == "bcast" {
+        Box::new(Broadcast::<u64>::create(&seg.0, 64).unwrap())
     } else {
         Box::new(Spsc::<u64>::create(&seg.0, 64).unwrap())
     };
@@ -327,7 +357,12 @@ fn killed_rust_producer(kind: &str, test: &str) {
     .env("SHMQ_FFI_CHILD_KIND", kind);
     let mut rust = Peer::spawn(cmd);
     rust.expect_line("ready");
-    let mut c = Peer::c(&["await-death", &seg.0, kind]);
+    let mode = if kind == "bcast" {
+        "bcast-await-death"
+    } else {
+        "await-death"
+    };
+    let mut c = Peer::c(&[mode, &seg.0, kind]);
     c.expect_line("ready");
     let t0 = Instant::now();
     rust.kill();
@@ -348,6 +383,14 @@ fn killed_rust_mpmc_producer_detected_by_c() {
     killed_rust_producer("mpmc", "kill-rust-mpmc");
 }
 
+/// The broadcast form: a C subscriber blocked in `shmq_recv_timeout` sees
+/// the SIGKILLed Rust publisher gone within a second, after reading what
+/// it published.
+#[test]
+fn killed_rust_publisher_detected_by_c_subscriber() {
+    killed_rust_producer("bcast", "kill-rust-bcast");
+}
+
 /// Not a test of its own: the Rust producer process of the
 /// `killed_rust_*` tests (does nothing unless one of them started it).
 #[test]
@@ -355,14 +398,21 @@ fn rust_child_entry() {
     let Ok(name) = std::env::var("SHMQ_FFI_CHILD") else {
         return;
     };
-    let mut push: Box<dyn FnMut(u64)> =
-        if std::env::var("SHMQ_FFI_CHILD_KIND").as_deref() == Ok("mpmc") {
+    let kind = std::env::var("SHMQ_FFI_CHILD_KIND").unwrap_or_default();
+    let mut push: Box<dyn FnMut(u64)> = match kind.as_str() {
+        "mpmc" => {
             let mut tx = Mpmc::<u64>::open(&name).unwrap().producer().unwrap();
             Box::new(move |i| tx.push_timeout(i, DEADLINE).unwrap())
-        } else {
+        }
+        "bcast" => {
+            let mut tx = Broadcast::<u64>::open(&name).unwrap().publisher().unwrap();
+            Box::new(move |i| tx.publish_timeout(i, DEADLINE).unwrap())
+        }
+        _ => {
             let mut tx = Spsc::<u64>::open(&name).unwrap().producer().unwrap();
             Box::new(move |i| tx.push_timeout(i, DEADLINE).unwrap())
-        };
+        }
+    };
     for i in 0..3 {
         push(i);
     }
@@ -500,4 +550,190 @@ fn stats_and_inspect_from_c() {
     for i in 0..6 {
         assert_eq!(rx.try_pop().unwrap(), i);
     }
+}
+
+/// A SIGKILLed C byte-ring producer is seen as gone by the blocked Rust
+/// consumer within a second, after it drained what was sent.
+#[test]
+fn killed_c_bytes_producer_detected_by_rust() {
+    let seg = Seg::new("kill-c-bytes");
+    let ring = ByteRing::create(&seg.0, 4096).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut peer = Peer::c(&["bytes-hold", &seg.0]);
+    peer.expect_line("ready");
+    let mut buf = Vec::new();
+    for i in 0..3u8 {
+        rx.recv_timeout(&mut buf, DEADLINE).unwrap();
+        assert_eq!(buf, [b'm', b'0' + i]);
+    }
+    let t0 = Instant::now();
+    peer.kill();
+    assert_eq!(
+        rx.recv_timeout(&mut buf, DEADLINE),
+        Err(RecvError::Disconnected)
+    );
+    let took = t0.elapsed();
+    eprintln!("bytes: killed C producer detected in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+/// Broadcast, Rust publisher -> C subscriber, `N` items on a lossless
+/// ring; the C side checks the order, then sees the publisher gone.
+#[test]
+fn broadcast_rust_publisher_c_subscriber() {
+    let seg = Seg::new("bcast-r2c");
+    let t0 = Instant::now();
+    let q = Broadcast::<u64>::builder()
+        .capacity(4096)
+        .lossless()
+        .create(&seg.0)
+        .unwrap();
+    let mut tx = q.publisher().unwrap();
+    let mut peer = Peer::c(&["bcast-subscribe", &seg.0, "-", &N.to_string()]);
+    // The C subscriber starts at the latest item: publish once it gates us.
+    peer.expect_line("attached");
+    for i in 0..N {
+        tx.publish_timeout(i, DEADLINE).unwrap();
+    }
+    drop(tx);
+    peer.wait_ok(DEADLINE);
+    eprintln!("broadcast: Rust -> C, {N} items in {:?}", t0.elapsed());
+}
+
+/// Broadcast, C publisher -> Rust subscriber, `N` items in order; the C
+/// publisher also finds the role taken by itself.
+#[test]
+fn broadcast_c_publisher_rust_subscriber() {
+    let seg = Seg::new("bcast-c2r");
+    let t0 = Instant::now();
+    let q = Broadcast::<u64>::builder()
+        .capacity(4096)
+        .create(&seg.0)
+        .unwrap();
+    let mut rx = q.subscribe(Start::Latest).unwrap();
+    let mut peer = Peer::c(&["bcast-publish", &seg.0, "-", &N.to_string()]);
+    peer.expect_line("attached");
+    for i in 0..N {
+        assert_eq!(
+            rx.recv_timeout(DEADLINE).unwrap(),
+            i,
+            "item {i} out of order"
+        );
+    }
+    assert_eq!(
+        rx.recv_timeout(DEADLINE),
+        Err(broadcast::RecvError::Disconnected)
+    );
+    peer.wait_ok(DEADLINE);
+    let s = q.stats();
+    assert_eq!((s.published, s.publisher, s.laps), (N, None, 0));
+    eprintln!("broadcast: C -> Rust, {N} items in {:?}", t0.elapsed());
+}
+
+/// A C subscriber holding a lossless ring full is SIGKILLed: the Rust
+/// publisher blocked on it goes on within a second, and the dead
+/// subscriber is gone from the stats.
+#[test]
+fn killed_c_subscriber_stops_gating_rust_publisher() {
+    let seg = Seg::new("bcast-kill-sub");
+    let q = Broadcast::<u64>::builder()
+        .capacity(64)
+        .lossless()
+        .create(&seg.0)
+        .unwrap();
+    let mut tx = q.publisher().unwrap();
+    let mut peer = Peer::c(&["bcast-hold", &seg.0]);
+    peer.expect_line("ready");
+    for i in 0..64 {
+        tx.try_publish(i).unwrap();
+    }
+    // The C subscriber has read nothing: it holds the ring full.
+    assert!(matches!(tx.try_publish(64), Err(TryPushError::Full(64))));
+    let s = q.stats();
+    assert_eq!(s.subscribers.len(), 1);
+    assert_eq!(
+        (
+            s.subscribers[0].pid,
+            s.subscribers[0].alive,
+            s.subscribers[0].lag
+        ),
+        (peer.pid as u32, true, 64)
+    );
+    // Blocked publishes from another thread, so the wait is real; the kill
+    // happens while it waits.
+    let (done_tx, done_rx) = mpsc::channel();
+    let publisher = std::thread::spawn(move || {
+        let r = tx.publish_timeout(64, DEADLINE);
+        let _ = done_tx.send(Instant::now());
+        r.map(|_| tx)
+    });
+    let t0 = Instant::now();
+    peer.kill();
+    let done = done_rx
+        .recv_timeout(DEADLINE)
+        .expect("the publisher returned");
+    let tx = publisher.join().unwrap().expect("publish after the kill");
+    let took = done.saturating_duration_since(t0);
+    eprintln!("broadcast: killed C subscriber dropped in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(tx.position(), 65);
+    let s = q.stats();
+    assert!(s.subscribers.is_empty(), "{:?}", s.subscribers);
+    assert_eq!(s.evictions, 0, "a dead subscriber is dropped, not evicted");
+}
+
+/// Overwrite ring: a slow C subscriber gets `SHMQ_LAGGED` with the same
+/// missed count a Rust subscriber in the same place gets, and both resume
+/// at the same item.
+#[test]
+fn broadcast_lagged_c_subscriber_missed_count_matches_rust() {
+    const CAP: u64 = 10;
+    const PUBLISHED: u64 = 1003;
+    let seg = Seg::new("bcast-lag");
+    let q = Broadcast::<u64>::builder()
+        .capacity(CAP as usize)
+        .overwrite()
+        .create(&seg.0)
+        .unwrap();
+    let mut tx = q.publisher().unwrap();
+    let mut rust = q.subscribe(Start::Latest).unwrap();
+    let mut peer = Peer::c(&["bcast-lag", &seg.0]);
+    peer.expect_line("ready");
+    for i in 0..PUBLISHED {
+        tx.try_publish(i).unwrap();
+    }
+    let missed = match rust.try_recv() {
+        Err(broadcast::TryRecvError::Lagged { missed }) => missed,
+        other => panic!("the Rust subscriber got {other:?}"),
+    };
+    // What the library's docs promise: of the last `CAP` items, the
+    // `CAP - 1` no publish in flight can be overwriting are still there.
+    assert_eq!(missed, PUBLISHED - (CAP - 1));
+    let resume = rust.position();
+    peer.say("go");
+    let lagged = peer.words_after("lagged");
+    assert_eq!(
+        lagged,
+        [missed, missed, resume],
+        "C: missed, total missed, position"
+    );
+    let resumed = peer.words_after("resumed");
+    assert_eq!(
+        resumed,
+        [resume, PUBLISHED - resume],
+        "C: first item, count"
+    );
+    peer.wait_ok(DEADLINE);
+    for i in resume..PUBLISHED {
+        assert_eq!(rust.try_recv().unwrap(), i);
+    }
+    assert_eq!(q.stats().laps, 2, "one lap each, Rust and C");
+}
+
+/// A memfd broadcast ring from C: descriptors, the publisher role,
+/// eviction past `max_lag` with its exact count, the start modes, stats,
+/// misuse, and overwrite laps (tests/c/peer.c, mode `bcast-local`).
+#[test]
+fn broadcast_in_c() {
+    Peer::c(&["bcast-local", "-"]).wait_ok(DEADLINE);
 }
