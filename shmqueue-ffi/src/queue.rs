@@ -650,6 +650,9 @@ fn push_many(
             return Err(null("elems"));
         }
         let size = p.1;
+        // The clock is read only when the ring is full: each element is
+        // tried without waiting first, and only one that finds no room
+        // waits (until the batch's deadline, not a fresh one per element).
         let deadline = match how {
             Wait::For(t) => Some(std::time::Instant::now() + t),
             _ => None,
@@ -660,17 +663,27 @@ fn push_many(
             if k == n {
                 break Ok(());
             }
-            let how = match deadline {
-                Some(d) => Wait::For(d.saturating_duration_since(std::time::Instant::now())),
-                None => how,
-            };
             // SAFETY: `elems` holds `n` elements of `size` bytes by the
             // contract, and `k < n`.
             let src = unsafe { elems.cast::<u8>().add(k * size) };
             // SAFETY: `src` points to `size` readable bytes (above).
-            match unsafe { ep.push(src, how) } {
+            match unsafe { ep.push(src, Wait::Never) } {
                 Ok(()) => k += 1,
-                Err(f) if f.status == shmq_status::SHMQ_FULL && k > 0 => break Ok(()),
+                Err(f) if f.status == shmq_status::SHMQ_FULL => {
+                    let wait = match (how, deadline) {
+                        (Wait::Never, _) if k > 0 => break Ok(()),
+                        (Wait::Never, _) => break Err(f),
+                        (_, Some(d)) => {
+                            Wait::For(d.saturating_duration_since(std::time::Instant::now()))
+                        }
+                        (how, None) => how,
+                    };
+                    // SAFETY: as above.
+                    match unsafe { ep.push(src, wait) } {
+                        Ok(()) => k += 1,
+                        Err(f) => break Err(f),
+                    }
+                }
                 Err(f) => break Err(f),
             }
         };

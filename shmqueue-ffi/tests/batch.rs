@@ -11,10 +11,8 @@ fn ring(kind: shmq_kind, capacity: usize) -> (shmq_queue_t, shmq_producer_t, shm
     cfg.capacity = capacity;
     let mut q = shmq_queue_t::default();
     // SAFETY: valid config and out pointers.
-    assert_eq!(
-        unsafe { shmq_queue_create_memfd(&cfg, &mut q) },
-        shmq_status::SHMQ_OK
-    );
+    let st = unsafe { shmq_queue_create_memfd(&cfg, &mut q) };
+    assert_eq!(st, shmq_status::SHMQ_OK);
     let (mut p, mut c) = (shmq_producer_t::default(), shmq_consumer_t::default());
     // SAFETY: valid out pointers.
     assert_eq!(unsafe { shmq_producer(q, &mut p) }, shmq_status::SHMQ_OK);
@@ -27,10 +25,8 @@ fn batches(kind: shmq_kind) {
     let (q, p, c) = ring(kind, 64);
     let mut cap = 0usize;
     // SAFETY: valid out pointer.
-    assert_eq!(
-        unsafe { shmq_queue_capacity(q, &mut cap) },
-        shmq_status::SHMQ_OK
-    );
+    let st = unsafe { shmq_queue_capacity(q, &mut cap) };
+    assert_eq!(st, shmq_status::SHMQ_OK);
     let items: Vec<u64> = (0..cap as u64 + 10).collect();
     let mut done = usize::MAX;
 
@@ -65,7 +61,7 @@ fn batches(kind: shmq_kind) {
     assert_eq!((st, done), (shmq_status::SHMQ_TIMEOUT, 0));
 
     // A blocking push of fewer than capacity, unaligned source: all go in.
-    let mut bytes = vec![0u8; 8 * 5 + 1];
+    let mut bytes = [0u8; 8 * 5 + 1];
     for (i, ch) in bytes[1..].chunks_mut(8).enumerate() {
         ch.copy_from_slice(&(100 + i as u64).to_ne_bytes());
     }
