@@ -214,7 +214,9 @@ fn queue_create(
     );
     let mut q = shmq_queue_t::default();
     // SAFETY: `name` is NUL-terminated; `cfg` and `q` are live locals.
-    check(py, unsafe { shmq_queue_create(name.as_ptr(), &cfg, &mut q) })?;
+    check(py, unsafe {
+        shmq_queue_create(name.as_ptr(), &cfg, &mut q)
+    })?;
     Ok(q.id)
 }
 
@@ -286,7 +288,9 @@ fn queue_open_fd(
 fn queue_dup_fd(py: Python<'_>, queue: u64) -> PyResult<i32> {
     let mut fd = -1;
     // SAFETY: `fd` is a live local.
-    check(py, unsafe { shmq_queue_dup_fd(shmq_queue_t { id: queue }, &mut fd) })?;
+    check(py, unsafe {
+        shmq_queue_dup_fd(shmq_queue_t { id: queue }, &mut fd)
+    })?;
     Ok(fd)
 }
 
@@ -300,7 +304,9 @@ fn queue_free(py: Python<'_>, queue: u64) -> PyResult<()> {
 fn queue_stats(py: Python<'_>, queue: u64) -> PyResult<Bound<'_, PyDict>> {
     let mut s = shmq_queue_stats_t::default();
     // SAFETY: `s` is a live local of the type the call writes.
-    check(py, unsafe { shmq_queue_stats(shmq_queue_t { id: queue }, &mut s) })?;
+    check(py, unsafe {
+        shmq_queue_stats(shmq_queue_t { id: queue }, &mut s)
+    })?;
     let d = PyDict::new(py);
     d.set_item("kind", if s.kind == 2 { "mpmc" } else { "spsc" })?;
     d.set_item("elem_size", s.elem_size)?;
@@ -320,7 +326,9 @@ fn queue_stats(py: Python<'_>, queue: u64) -> PyResult<Bound<'_, PyDict>> {
 fn producer(py: Python<'_>, queue: u64) -> PyResult<u64> {
     let mut p = shmq_producer_t::default();
     // SAFETY: `p` is a live local.
-    check(py, unsafe { shmq_producer(shmq_queue_t { id: queue }, &mut p) })?;
+    check(py, unsafe {
+        shmq_producer(shmq_queue_t { id: queue }, &mut p)
+    })?;
     Ok(p.id)
 }
 
@@ -328,7 +336,9 @@ fn producer(py: Python<'_>, queue: u64) -> PyResult<u64> {
 fn consumer(py: Python<'_>, queue: u64) -> PyResult<u64> {
     let mut c = shmq_consumer_t::default();
     // SAFETY: `c` is a live local.
-    check(py, unsafe { shmq_consumer(shmq_queue_t { id: queue }, &mut c) })?;
+    check(py, unsafe {
+        shmq_consumer(shmq_queue_t { id: queue }, &mut c)
+    })?;
     Ok(c.id)
 }
 
@@ -495,7 +505,9 @@ fn bytes_open_fd(py: Python<'_>, fd: i32, max_message_size: usize, schema: u64) 
 fn bytes_dup_fd(py: Python<'_>, ring: u64) -> PyResult<i32> {
     let mut fd = -1;
     // SAFETY: `fd` is a live local.
-    check(py, unsafe { shmq_bytes_dup_fd(shmq_bytes_t { id: ring }, &mut fd) })?;
+    check(py, unsafe {
+        shmq_bytes_dup_fd(shmq_bytes_t { id: ring }, &mut fd)
+    })?;
     Ok(fd)
 }
 
@@ -508,7 +520,9 @@ fn bytes_free(py: Python<'_>, ring: u64) -> PyResult<()> {
 fn bytes_stats(py: Python<'_>, ring: u64) -> PyResult<Bound<'_, PyDict>> {
     let mut s = shmq_bytes_stats_t::default();
     // SAFETY: `s` is a live local of the type the call writes.
-    check(py, unsafe { shmq_bytes_stats(shmq_bytes_t { id: ring }, &mut s) })?;
+    check(py, unsafe {
+        shmq_bytes_stats(shmq_bytes_t { id: ring }, &mut s)
+    })?;
     let d = PyDict::new(py);
     d.set_item("capacity", s.capacity)?;
     d.set_item("len", s.len)?;
@@ -521,7 +535,9 @@ fn bytes_stats(py: Python<'_>, ring: u64) -> PyResult<Bound<'_, PyDict>> {
 fn bytes_producer(py: Python<'_>, ring: u64) -> PyResult<u64> {
     let mut p = shmq_bytes_producer_t::default();
     // SAFETY: `p` is a live local.
-    check(py, unsafe { shmq_bytes_producer(shmq_bytes_t { id: ring }, &mut p) })?;
+    check(py, unsafe {
+        shmq_bytes_producer(shmq_bytes_t { id: ring }, &mut p)
+    })?;
     Ok(p.id)
 }
 
@@ -529,18 +545,26 @@ fn bytes_producer(py: Python<'_>, ring: u64) -> PyResult<u64> {
 fn bytes_consumer(py: Python<'_>, ring: u64) -> PyResult<u64> {
     let mut c = shmq_bytes_consumer_t::default();
     // SAFETY: `c` is a live local.
-    check(py, unsafe { shmq_bytes_consumer(shmq_bytes_t { id: ring }, &mut c) })?;
+    check(py, unsafe {
+        shmq_bytes_consumer(shmq_bytes_t { id: ring }, &mut c)
+    })?;
     Ok(c.id)
 }
 
 #[pyfunction]
 fn bytes_producer_free(py: Python<'_>, producer: u64) -> PyResult<()> {
-    check(py, shmq_bytes_producer_free(shmq_bytes_producer_t { id: producer }))
+    check(
+        py,
+        shmq_bytes_producer_free(shmq_bytes_producer_t { id: producer }),
+    )
 }
 
 #[pyfunction]
 fn bytes_consumer_free(py: Python<'_>, consumer: u64) -> PyResult<()> {
-    check(py, shmq_bytes_consumer_free(shmq_bytes_consumer_t { id: consumer }))
+    check(
+        py,
+        shmq_bytes_consumer_free(shmq_bytes_consumer_t { id: consumer }),
+    )
 }
 
 /// Send the bytes of `data` as one message. Returns False if `block` is

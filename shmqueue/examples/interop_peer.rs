@@ -29,13 +29,17 @@ fn fail(msg: String) -> ! {
 
 /// The size of message `i` (a fixed LCG, so both sides agree).
 fn msg_len(i: u64, max: u64) -> usize {
-    let x = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let x = i
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((x >> 33) % (max + 1)) as usize
 }
 
 /// The content of message `i`: byte `j` is `(i * 31 + j) mod 251`.
 fn msg(i: u64, max: u64) -> Vec<u8> {
-    (0..msg_len(i, max)).map(|j| ((i * 31 + j as u64) % 251) as u8).collect()
+    (0..msg_len(i, max))
+        .map(|j| ((i * 31 + j as u64) % 251) as u8)
+        .collect()
 }
 
 /// A blocking pop of either kind.
@@ -45,12 +49,16 @@ fn consumer(kind: &str, name: &str) -> Pop {
     match kind {
         "spsc" => {
             let q = Spsc::<u64>::open(name).unwrap_or_else(|e| fail(format!("open: {e}")));
-            let mut c = q.consumer().unwrap_or_else(|e| fail(format!("consumer: {e}")));
+            let mut c = q
+                .consumer()
+                .unwrap_or_else(|e| fail(format!("consumer: {e}")));
             Box::new(move || c.pop())
         }
         "mpmc" => {
             let q = Mpmc::<u64>::open(name).unwrap_or_else(|e| fail(format!("open: {e}")));
-            let mut c = q.consumer().unwrap_or_else(|e| fail(format!("consumer: {e}")));
+            let mut c = q
+                .consumer()
+                .unwrap_or_else(|e| fail(format!("consumer: {e}")));
             Box::new(move || c.pop())
         }
         k => fail(format!("unknown kind {k}")),
@@ -61,12 +69,16 @@ fn produce(kind: &str, name: &str, n: u64, hold: bool) {
     let mut push: Box<dyn FnMut(u64)> = match kind {
         "spsc" => {
             let q = Spsc::<u64>::open(name).unwrap_or_else(|e| fail(format!("open: {e}")));
-            let mut p = q.producer().unwrap_or_else(|e| fail(format!("producer: {e}")));
+            let mut p = q
+                .producer()
+                .unwrap_or_else(|e| fail(format!("producer: {e}")));
             Box::new(move |v| p.push(v).unwrap_or_else(|e| fail(format!("push: {e}"))))
         }
         "mpmc" => {
             let q = Mpmc::<u64>::open(name).unwrap_or_else(|e| fail(format!("open: {e}")));
-            let mut p = q.producer().unwrap_or_else(|e| fail(format!("producer: {e}")));
+            let mut p = q
+                .producer()
+                .unwrap_or_else(|e| fail(format!("producer: {e}")));
             Box::new(move |v| p.push(v).unwrap_or_else(|e| fail(format!("push: {e}"))))
         }
         k => fail(format!("unknown kind {k}")),
@@ -110,7 +122,9 @@ fn main() {
             }
             match pop() {
                 Err(PopError::Disconnected) => {}
-                r => fail(format!("after {n} items: {r:?}, expected the producer gone")),
+                r => fail(format!(
+                    "after {n} items: {r:?}, expected the producer gone"
+                )),
             }
         }
         "drain" => {
@@ -128,7 +142,9 @@ fn main() {
         "bytes-produce" => {
             let (n, max) = (num(2), num(3));
             let r = ByteRing::open(arg(1)).unwrap_or_else(|e| fail(format!("open: {e}")));
-            let mut p = r.producer().unwrap_or_else(|e| fail(format!("producer: {e}")));
+            let mut p = r
+                .producer()
+                .unwrap_or_else(|e| fail(format!("producer: {e}")));
             for i in 0..n {
                 p.send(&msg(i, max))
                     .unwrap_or_else(|e| fail(format!("send {i}: {e}")));
@@ -137,7 +153,9 @@ fn main() {
         "bytes-consume" => {
             let (n, max) = (num(2), num(3));
             let r = ByteRing::open(arg(1)).unwrap_or_else(|e| fail(format!("open: {e}")));
-            let mut c = r.consumer().unwrap_or_else(|e| fail(format!("consumer: {e}")));
+            let mut c = r
+                .consumer()
+                .unwrap_or_else(|e| fail(format!("consumer: {e}")));
             let mut buf = Vec::new();
             for i in 0..n {
                 c.recv(&mut buf)
@@ -148,7 +166,9 @@ fn main() {
             }
             match c.recv(&mut buf) {
                 Err(RecvError::Disconnected) => {}
-                r => fail(format!("after {n} messages: {r:?}, expected the producer gone")),
+                r => fail(format!(
+                    "after {n} messages: {r:?}, expected the producer gone"
+                )),
             }
         }
         c => fail(format!("unknown command {c}")),
