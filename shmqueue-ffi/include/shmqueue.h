@@ -946,6 +946,74 @@ enum shmq_status shmq_producer_elem_size(struct shmq_producer_t producer, size_t
 // `out` is NULL or writable.
 enum shmq_status shmq_consumer_elem_size(struct shmq_consumer_t consumer, size_t *out);
 
+// Push up to `n` elements from the array at `elems` (`n * elem_size`
+// bytes, any alignment) without waiting, under one call: `*pushed` is
+// how many went in, in order, before the ring was full. `SHMQ_OK` if at
+// least one did (or `n` is 0), `SHMQ_FULL` if none fitted.
+//
+// # Safety
+// `elems` is NULL or valid for reads of `n * elem_size` bytes; `pushed`
+// is NULL or writable.
+enum shmq_status shmq_try_push_many(struct shmq_producer_t producer,
+                                    const void *elems,
+                                    size_t n,
+                                    size_t *pushed);
+
+// Push all `n` elements, waiting for room as long as it takes. On
+// `SHMQ_DISCONNECTED` (or an error) `*pushed` says how many went in first.
+//
+// # Safety
+// As `shmq_try_push_many()`.
+enum shmq_status shmq_push_many(struct shmq_producer_t producer,
+                                const void *elems,
+                                size_t n,
+                                size_t *pushed);
+
+// Push all `n` elements, waiting at most `timeout_ns` nanoseconds in all:
+// `SHMQ_TIMEOUT` with `*pushed` the number that went in.
+//
+// # Safety
+// As `shmq_try_push_many()`.
+enum shmq_status shmq_push_many_timeout(struct shmq_producer_t producer,
+                                        const void *elems,
+                                        size_t n,
+                                        size_t *pushed,
+                                        uint64_t timeout_ns);
+
+// Pop up to `n` elements into the array at `out` without waiting:
+// `*popped` is how many, in order. `SHMQ_OK` if at least one (or `n` is
+// 0), `SHMQ_EMPTY` if none, `SHMQ_DISCONNECTED` if none and the producer
+// side has gone.
+//
+// # Safety
+// `out` is NULL or valid for writes of `n * elem_size` bytes; `popped`
+// is NULL or writable.
+enum shmq_status shmq_try_pop_many(struct shmq_consumer_t consumer,
+                                   void *out,
+                                   size_t n,
+                                   size_t *popped);
+
+// Pop up to `n` elements, waiting as long as it takes for the first, then
+// taking what is there without waiting again.
+//
+// # Safety
+// As `shmq_try_pop_many()`.
+enum shmq_status shmq_pop_many(struct shmq_consumer_t consumer,
+                               void *out,
+                               size_t n,
+                               size_t *popped);
+
+// As `shmq_pop_many()`, waiting at most `timeout_ns` nanoseconds for the
+// first element (`SHMQ_TIMEOUT`).
+//
+// # Safety
+// As `shmq_try_pop_many()`.
+enum shmq_status shmq_pop_many_timeout(struct shmq_consumer_t consumer,
+                                       void *out,
+                                       size_t n,
+                                       size_t *popped,
+                                       uint64_t timeout_ns);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

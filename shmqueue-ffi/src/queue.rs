@@ -623,3 +623,218 @@ pub unsafe extern "C" fn shmq_consumer_elem_size(
         Ok(())
     })
 }
+
+/// The batch loop behind the `*_many` calls: up to `n` elements of
+/// `size` bytes from `src`, under one handle lookup and one endpoint lock,
+/// the first waiting as `how` says and, for a pop, the rest never waiting.
+/// `*done` is how many moved, whatever the status.
+fn push_many(
+    producer: shmq_producer_t,
+    elems: *const c_void,
+    n: usize,
+    done: *mut usize,
+    how: Wait,
+) -> shmq_status {
+    guard(|| {
+        let p = handles::get::<ProducerObj>(producer.id, P)?;
+        if done.is_null() {
+            return Err(null("pushed"));
+        }
+        // SAFETY: non-null and writable by the contract; written first so
+        // that every return below leaves a count.
+        unsafe { done.write(0) };
+        if n == 0 {
+            return Ok(());
+        }
+        if elems.is_null() {
+            return Err(null("elems"));
+        }
+        let size = p.1;
+        // The clock is read only when the ring is full: each element is
+        // tried without waiting first, and only one that finds no room
+        // waits (until the batch's deadline, not a fresh one per element).
+        let deadline = match how {
+            Wait::For(t) => Some(std::time::Instant::now() + t),
+            _ => None,
+        };
+        let mut ep = lock(&p.0);
+        let mut k = 0;
+        let r = loop {
+            if k == n {
+                break Ok(());
+            }
+            // SAFETY: `elems` holds `n` elements of `size` bytes by the
+            // contract, and `k < n`.
+            let src = unsafe { elems.cast::<u8>().add(k * size) };
+            // SAFETY: `src` points to `size` readable bytes (above).
+            match unsafe { ep.push(src, Wait::Never) } {
+                Ok(()) => k += 1,
+                Err(f) if f.status == shmq_status::SHMQ_FULL => {
+                    let wait = match (how, deadline) {
+                        (Wait::Never, _) if k > 0 => break Ok(()),
+                        (Wait::Never, _) => break Err(f),
+                        (_, Some(d)) => {
+                            Wait::For(d.saturating_duration_since(std::time::Instant::now()))
+                        }
+                        (how, None) => how,
+                    };
+                    // SAFETY: as above.
+                    match unsafe { ep.push(src, wait) } {
+                        Ok(()) => k += 1,
+                        Err(f) => break Err(f),
+                    }
+                }
+                Err(f) => break Err(f),
+            }
+        };
+        // SAFETY: as above.
+        unsafe { done.write(k) };
+        r
+    })
+}
+
+fn pop_many(
+    consumer: shmq_consumer_t,
+    out: *mut c_void,
+    n: usize,
+    done: *mut usize,
+    how: Wait,
+) -> shmq_status {
+    guard(|| {
+        let c = handles::get::<ConsumerObj>(consumer.id, C)?;
+        if done.is_null() {
+            return Err(null("popped"));
+        }
+        // SAFETY: non-null and writable by the contract.
+        unsafe { done.write(0) };
+        if n == 0 {
+            return Ok(());
+        }
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let size = c.1;
+        let mut ep = lock(&c.0);
+        let mut k = 0;
+        let r = loop {
+            if k == n {
+                break Ok(());
+            }
+            // Only the first element waits: a batch pop returns what is
+            // there once it has something, as `pop_slice_wait` does.
+            let how = if k == 0 { how } else { Wait::Never };
+            // SAFETY: `out` has room for `n` elements of `size` bytes by
+            // the contract, and `k < n`.
+            let dst = unsafe { out.cast::<u8>().add(k * size) };
+            // SAFETY: `dst` points to `size` writable bytes (above).
+            match unsafe { ep.pop(dst, how) } {
+                Ok(()) => k += 1,
+                // What came before an empty ring or a gone producer is
+                // delivered; the next call reports the disconnect.
+                Err(_) if k > 0 => break Ok(()),
+                Err(f) => break Err(f),
+            }
+        };
+        // SAFETY: as above.
+        unsafe { done.write(k) };
+        r
+    })
+}
+
+/// Push up to `n` elements from the array at `elems` (`n * elem_size`
+/// bytes, any alignment) without waiting, under one call: `*pushed` is
+/// how many went in, in order, before the ring was full. `SHMQ_OK` if at
+/// least one did (or `n` is 0), `SHMQ_FULL` if none fitted.
+///
+/// # Safety
+/// `elems` is NULL or valid for reads of `n * elem_size` bytes; `pushed`
+/// is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_try_push_many(
+    producer: shmq_producer_t,
+    elems: *const c_void,
+    n: usize,
+    pushed: *mut usize,
+) -> shmq_status {
+    push_many(producer, elems, n, pushed, Wait::Never)
+}
+
+/// Push all `n` elements, waiting for room as long as it takes. On
+/// `SHMQ_DISCONNECTED` (or an error) `*pushed` says how many went in first.
+///
+/// # Safety
+/// As `shmq_try_push_many()`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_push_many(
+    producer: shmq_producer_t,
+    elems: *const c_void,
+    n: usize,
+    pushed: *mut usize,
+) -> shmq_status {
+    push_many(producer, elems, n, pushed, Wait::Forever)
+}
+
+/// Push all `n` elements, waiting at most `timeout_ns` nanoseconds in all:
+/// `SHMQ_TIMEOUT` with `*pushed` the number that went in.
+///
+/// # Safety
+/// As `shmq_try_push_many()`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_push_many_timeout(
+    producer: shmq_producer_t,
+    elems: *const c_void,
+    n: usize,
+    pushed: *mut usize,
+    timeout_ns: u64,
+) -> shmq_status {
+    push_many(producer, elems, n, pushed, Wait::For(nanos(timeout_ns)))
+}
+
+/// Pop up to `n` elements into the array at `out` without waiting:
+/// `*popped` is how many, in order. `SHMQ_OK` if at least one (or `n` is
+/// 0), `SHMQ_EMPTY` if none, `SHMQ_DISCONNECTED` if none and the producer
+/// side has gone.
+///
+/// # Safety
+/// `out` is NULL or valid for writes of `n * elem_size` bytes; `popped`
+/// is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_try_pop_many(
+    consumer: shmq_consumer_t,
+    out: *mut c_void,
+    n: usize,
+    popped: *mut usize,
+) -> shmq_status {
+    pop_many(consumer, out, n, popped, Wait::Never)
+}
+
+/// Pop up to `n` elements, waiting as long as it takes for the first, then
+/// taking what is there without waiting again.
+///
+/// # Safety
+/// As `shmq_try_pop_many()`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_pop_many(
+    consumer: shmq_consumer_t,
+    out: *mut c_void,
+    n: usize,
+    popped: *mut usize,
+) -> shmq_status {
+    pop_many(consumer, out, n, popped, Wait::Forever)
+}
+
+/// As `shmq_pop_many()`, waiting at most `timeout_ns` nanoseconds for the
+/// first element (`SHMQ_TIMEOUT`).
+///
+/// # Safety
+/// As `shmq_try_pop_many()`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_pop_many_timeout(
+    consumer: shmq_consumer_t,
+    out: *mut c_void,
+    n: usize,
+    popped: *mut usize,
+    timeout_ns: u64,
+) -> shmq_status {
+    pop_many(consumer, out, n, popped, Wait::For(nanos(timeout_ns)))
+}
