@@ -329,17 +329,18 @@ fn broadcast_contenders_each_get_their_rows() {
     }
     // The targets of issue #12 are measured (met or not).
     let targets = doc["targets"].to_string();
-    for t in [
-        "broadcast round trip vs floor",
-        "broadcast fan-out vs ringfire lossless",
-    ] {
-        assert!(targets.contains(t), "no target {t:?}: {targets}");
-    }
-    if iox {
-        assert!(
-            targets.contains("broadcast fan-out vs iceoryx2"),
-            "{targets}"
-        );
+    for call in ["", "blocking "] {
+        let mut ts = vec![
+            "broadcast round trip vs floor",
+            "broadcast fan-out vs ringfire lossless",
+        ];
+        if iox {
+            ts.push("broadcast fan-out vs iceoryx2");
+        }
+        for t in ts {
+            let t = format!("\"{call}{t} (");
+            assert!(targets.contains(&t), "no target {t:?}: {targets}");
+        }
     }
 
     // Nothing left: shmqueue and ringfire segments, iceoryx2's /dev/shm
