@@ -1,11 +1,45 @@
 //! `shmq bench` end to end: the real binary runs a smoke-sized matrix (every
 //! metric, both placements, 1x1 and 2x2, 8-byte payloads), and the JSON,
-//! the SVG and /dev/shm are checked afterwards.
+//! the SVG and /dev/shm are checked afterwards; and the broadcast
+//! contenders of issue #12 each get their rows. Every run has a deadline.
 use std::collections::BTreeSet;
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Longest a smoke-sized `shmq bench` may take before the test kills it.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// Run `shmq bench` with `args`; the bench's pid (its objects' names carry
+/// it) and its output. Killed, and the test failed, past [`DEADLINE`].
+fn bench(args: &[&str]) -> (u32, Output) {
+    let child = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shmq bench");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(out) => (pid, out.expect("wait for shmq bench")),
+        Err(_) => {
+            // Its bench-peer children die with it (PR_SET_PDEATHSIG).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("shmq bench {args:?} did not finish within {DEADLINE:?}");
+        }
+    }
+}
 
 /// What the matrix must contain for 8-byte payloads: (metric, placement,
 /// topology) -> contenders.
@@ -78,19 +112,21 @@ fn quick_bench_writes_json_and_svg_and_cleans_up() {
     std::fs::create_dir_all(&dir).unwrap();
     let (json, svg) = (dir.join("bench.json"), dir.join("bench.svg"));
     let t0 = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_shmq"))
-        .args(["bench", "--quick", "--only", "8"])
-        .args(["--rounds", "2", "--batch-ms", "2", "--idle-ms", "50"])
-        .arg("--json")
-        .arg(&json)
-        .arg("--svg")
-        .arg(&svg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run shmq bench");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("wait for shmq bench");
+    let (pid, out) = bench(&[
+        "--quick",
+        "--only",
+        "8",
+        "--rounds",
+        "2",
+        "--batch-ms",
+        "2",
+        "--idle-ms",
+        "50",
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -207,6 +243,116 @@ fn quick_bench_writes_json_and_svg_and_cleans_up() {
         leftovers(tmp.to_str().unwrap(), &prefix),
         Vec::<String>::new()
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The broadcast contenders of issue #12 (shmqueue's broadcast ring, spin
+/// and blocking; ringfire's lossless SPMC, spin and futex; iceoryx2
+/// publish-subscribe when built in) each get a row in the 1x1 stream, the
+/// 1x3 fan-out and the round trip, in both placements, in the table and the
+/// JSON; the broadcast targets are reported; nothing is left behind.
+#[test]
+fn broadcast_contenders_each_get_their_rows() {
+    let dir = std::env::temp_dir().join(format!("shmq-bench-bcast-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let (pid, out) = bench(&[
+        "--quick",
+        "--only",
+        "8,stream,rtt,floor,shmq-bcast,ringfire,iceoryx2",
+        "--rounds",
+        "2",
+        "--batch-ms",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "shmq bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let iox = cfg!(feature = "iceoryx2");
+    let mut contenders = vec![
+        "shmq-bcast-spin",
+        "shmq-bcast-block",
+        "ringfire",
+        "ringfire-futex",
+    ];
+    if iox {
+        contenders.push("iceoryx2");
+    }
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mut seen = BTreeSet::new();
+    for r in doc["results"].as_array().unwrap() {
+        let head = r["headline"].as_str().unwrap();
+        let med = r["figures"][head]["median"].as_f64().unwrap_or(f64::NAN);
+        assert!(med > 0.0 && med.is_finite(), "{}: {head} = {med}", r["id"]);
+        seen.insert(r["id"].as_str().unwrap().to_string());
+    }
+    for place in ["thread", "process"] {
+        for (metric, topo) in [("stream", "1x1"), ("stream", "1x3"), ("rtt", "1x1")] {
+            for c in &contenders {
+                let id = format!("{metric}/{place}/{topo}/8/{c}");
+                assert!(seen.contains(&id), "no result for {id}; got {seen:?}");
+            }
+        }
+        // Only broadcast contenders fan out; the floor is not one.
+        assert!(!seen.contains(&format!("stream/{place}/1x3/8/floor")));
+    }
+    // The table has a row per contender in each fan-out section.
+    for place in ["cross-thread", "cross-process"] {
+        let head = format!("== stream | {place} | 1x3 | 8 B payload");
+        let sect = stdout
+            .split("\n== ")
+            .find(|s| format!("== {s}").starts_with(&head))
+            .unwrap_or_else(|| panic!("no section {head:?}:\n{stdout}"));
+        for c in &contenders {
+            assert!(
+                sect.lines().any(|l| l.split_whitespace().next() == Some(c)),
+                "no {c} row in {head:?}:\n{sect}"
+            );
+        }
+    }
+    // Built without iceoryx2, the bench says so rather than drop it.
+    if !iox {
+        assert!(
+            doc["skipped"].as_array().unwrap().iter().any(|s| {
+                s["contender"] == "iceoryx2" && s["reason"].as_str().unwrap().contains("feature")
+            }),
+            "iceoryx2 not reported as skipped: {}",
+            doc["skipped"]
+        );
+    }
+    // The targets of issue #12 are measured (met or not).
+    let targets = doc["targets"].to_string();
+    for call in ["", "blocking "] {
+        let mut ts = vec![
+            "broadcast round trip vs floor",
+            "broadcast fan-out vs ringfire lossless",
+        ];
+        if iox {
+            ts.push("broadcast fan-out vs iceoryx2");
+        }
+        for t in ts {
+            let t = format!("\"{call}{t} (");
+            assert!(targets.contains(&t), "no target {t:?}: {targets}");
+        }
+    }
+
+    // Nothing left: shmqueue and ringfire segments, iceoryx2's /dev/shm
+    // files (prefix with '_') and its root directory under the temp dir.
+    let tmp = std::env::temp_dir();
+    for (d, p) in [
+        ("/dev/shm", format!("shmqb-{pid}-")),
+        ("/dev/shm", format!("shmqb_{pid}_")),
+        (tmp.to_str().unwrap(), format!("shmqb-{pid}-")),
+    ] {
+        assert_eq!(leftovers(d, &p), Vec::<String>::new(), "left in {d}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

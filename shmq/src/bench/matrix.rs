@@ -75,8 +75,11 @@ impl Placement {
 pub struct Group {
     pub metric: Metric,
     pub placement: Placement,
-    /// Producer/consumer pairs: 1 (1x1) or 2 (2x2).
+    /// Producer/consumer pairs: 1 (1x1, 1xN) or 2 (2x2).
     pub pairs: usize,
+    /// Subscribers of the one publisher: 1, or [`FANOUT`] (the 1x3
+    /// broadcast fan-out, every subscriber receiving every item).
+    pub subs: usize,
     pub size: usize,
     pub kinds: Vec<Kind>,
     /// Contenders left out of this group, with the reason.
@@ -85,10 +88,10 @@ pub struct Group {
 
 impl Group {
     pub fn topo(&self) -> &'static str {
-        if self.pairs == 1 {
-            "1x1"
-        } else {
-            "2x2"
+        match (self.pairs, self.subs) {
+            (1, 1) => "1x1",
+            (1, _) => "1x3",
+            _ => "2x2",
         }
     }
 
@@ -105,11 +108,15 @@ impl Group {
 
 /// A parsed `--only` filter: per dimension, the accepted values (empty:
 /// all).
+/// Subscribers of the fan-out topology.
+pub const FANOUT: usize = 3;
+
 #[derive(Default, Debug)]
 pub struct Filter {
     metrics: Vec<Metric>,
     placements: Vec<Placement>,
-    topos: Vec<usize>,
+    /// (pairs, subscribers).
+    topos: Vec<(usize, usize)>,
     sizes: Vec<usize>,
     kinds: Vec<Kind>,
 }
@@ -144,9 +151,11 @@ impl Filter {
             } else if t == "process" || t == "processes" {
                 f.placements.push(Placement::Process);
             } else if t == "1x1" {
-                f.topos.push(1);
+                f.topos.push((1, 1));
             } else if t == "2x2" {
-                f.topos.push(2);
+                f.topos.push((2, 1));
+            } else if t == "1x3" || t == "fanout" || t == "fan-out" {
+                f.topos.push((1, FANOUT));
             } else if let Some(s) = parse_size(t) {
                 if !SIZES.contains(&s) {
                     return Err(format!("size {s} not supported; sizes: {SIZES:?}").into());
@@ -161,7 +170,7 @@ impl Filter {
                     let names: Vec<&str> = ALL_KINDS.iter().map(|k| k.name()).collect();
                     return Err(format!(
                         "--only: unknown token {t:?}; use a metric (stream, rtt, wake, idle), \
-                         placement (thread, process), topology (1x1, 2x2), size {SIZES:?} \
+                         placement (thread, process), topology (1x1, 2x2, 1x3), size {SIZES:?} \
                          or contender {names:?}"
                     )
                     .into());
@@ -194,15 +203,17 @@ pub fn plan(f: &Filter, default_sizes: &[usize]) -> Vec<Group> {
             if !ok(&f.placements, placement) {
                 continue;
             }
-            for pairs in [1, 2] {
-                // Several producers and consumers: the stream only, at the
-                // smallest payload.
-                if pairs == 2 && metric != Metric::Stream || !ok(&f.topos, pairs) {
+            for (pairs, subs) in [(1, 1), (2, 1), (1, FANOUT)] {
+                // Several producers and consumers, or the broadcast
+                // fan-out: the stream only, at the smallest payload.
+                if (pairs, subs) != (1, 1) && metric != Metric::Stream
+                    || !ok(&f.topos, (pairs, subs))
+                {
                     continue;
                 }
                 for &size in &sizes {
                     // Waking and idling do not depend on the payload.
-                    if (pairs == 2 || matches!(metric, Metric::Wake | Metric::Idle))
+                    if ((pairs, subs) != (1, 1) || matches!(metric, Metric::Wake | Metric::Idle))
                         && size != smallest
                     {
                         continue;
@@ -211,6 +222,7 @@ pub fn plan(f: &Filter, default_sizes: &[usize]) -> Vec<Group> {
                         metric,
                         placement,
                         pairs,
+                        subs,
                         size,
                         kinds: Vec::new(),
                         skipped: Vec::new(),
@@ -219,7 +231,11 @@ pub fn plan(f: &Filter, default_sizes: &[usize]) -> Vec<Group> {
                         if !metric.applies(kind) || !ok(&f.kinds, kind) {
                             continue;
                         }
-                        if pairs > 1 && !kind.multi() {
+                        if pairs > 1 && !kind.multi() || subs > 1 && !kind.broadcast() {
+                            continue;
+                        }
+                        if let Some(why) = kind.unavailable() {
+                            g.skipped.push((kind, why.into()));
                             continue;
                         }
                         if placement == Placement::Process && kind.thread_only() {
@@ -228,10 +244,12 @@ pub fn plan(f: &Filter, default_sizes: &[usize]) -> Vec<Group> {
                         }
                         if let Some(max) = kind.max_size() {
                             if size > max {
-                                g.skipped.push((
-                                    kind,
-                                    format!("{size} B > /proc/sys/fs/mqueue/msgsize_max ({max})"),
-                                ));
+                                let why = if kind.broadcast() {
+                                    "u64 items only".to_string()
+                                } else {
+                                    format!("{size} B > /proc/sys/fs/mqueue/msgsize_max ({max})")
+                                };
+                                g.skipped.push((kind, why));
                                 continue;
                             }
                         }

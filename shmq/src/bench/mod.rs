@@ -14,6 +14,7 @@
 //!
 //! Cross-process contenders re-execute this binary as `shmq bench-peer`.
 
+mod bcast;
 mod matrix;
 mod mq;
 mod payload;
@@ -44,9 +45,11 @@ pub struct BenchArgs {
     quick: bool,
     /// Only the groups and contenders matching these tokens (comma
     /// separated, repeatable): metrics stream, rtt, wake, idle; placements
-    /// thread, process; topologies 1x1, 2x2; sizes 8, 64, 512, 4k, 64k;
-    /// contenders by name or prefix (floor, shmq, shmq-spsc-spin, rtrb,
-    /// arrayqueue, sync_channel, pipe, fifo, socketpair, mq, pthread-ring).
+    /// thread, process; topologies 1x1, 2x2, 1x3 (broadcast fan-out);
+    /// sizes 8, 64, 512, 4k, 64k; contenders by name or prefix (floor,
+    /// shmq, shmq-spsc-spin, shmq-bcast, rtrb, arrayqueue, sync_channel,
+    /// pipe, fifo, socketpair, mq, pthread-ring, ringfire, ringfire-futex,
+    /// iceoryx2).
     /// Tokens of one kind are alternatives; kinds combine with "and".
     #[arg(long, alias = "filter", value_name = "TOKENS")]
     only: Vec<String>,
@@ -83,6 +86,8 @@ pub struct PeerArgs {
     size: usize,
     #[arg(long, default_value_t = 1)]
     pairs: usize,
+    #[arg(long, default_value_t = 1)]
+    subs: usize,
     #[arg(long, value_delimiter = ',')]
     names: Vec<String>,
     #[arg(long, value_delimiter = ',')]
@@ -98,6 +103,7 @@ pub fn peer(a: PeerArgs) -> Res {
             kind,
             size: a.size,
             pairs: a.pairs,
+            subs: a.subs,
             names: a.names,
             fds: a.fds,
         },

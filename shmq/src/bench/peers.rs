@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use shmqueue::{mpmc, spsc, Mpmc, Spsc, TryPopError, TryPushError};
 
+use super::bcast;
 use super::mq::{self, MqDuplex};
 use super::payload::{get_bytes, set_bytes, with_size, Msg};
 use super::pthread_ring::{self, PthreadDuplex};
@@ -68,9 +69,14 @@ pub enum Kind {
     Socketpair,
     Mq,
     Pthread,
+    BcastSpin,
+    BcastBlock,
+    Ringfire,
+    RingfireFutex,
+    Iceoryx2,
 }
 
-pub const ALL_KINDS: [Kind; 14] = [
+pub const ALL_KINDS: [Kind; 19] = [
     Kind::Floor,
     Kind::SpscSpin,
     Kind::SpscBatch,
@@ -85,6 +91,11 @@ pub const ALL_KINDS: [Kind; 14] = [
     Kind::Socketpair,
     Kind::Mq,
     Kind::Pthread,
+    Kind::BcastSpin,
+    Kind::BcastBlock,
+    Kind::Ringfire,
+    Kind::RingfireFutex,
+    Kind::Iceoryx2,
 ];
 
 /// Which of the three groups a contender is in.
@@ -112,6 +123,11 @@ impl Kind {
             Kind::Socketpair => "socketpair",
             Kind::Mq => "mq",
             Kind::Pthread => "pthread-ring",
+            Kind::BcastSpin => "shmq-bcast-spin",
+            Kind::BcastBlock => "shmq-bcast-block",
+            Kind::Ringfire => "ringfire",
+            Kind::RingfireFutex => "ringfire-futex",
+            Kind::Iceoryx2 => "iceoryx2",
         }
     }
 
@@ -126,7 +142,9 @@ impl Kind {
             | Kind::SpscBatch
             | Kind::SpscBlock
             | Kind::MpmcSpin
-            | Kind::MpmcBlock => Family::Shmqueue,
+            | Kind::MpmcBlock
+            | Kind::BcastSpin
+            | Kind::BcastBlock => Family::Shmqueue,
             _ => Family::Peer,
         }
     }
@@ -142,7 +160,33 @@ impl Kind {
                 | Kind::MpmcSpin
                 | Kind::Rtrb
                 | Kind::ArrayQueue
+                | Kind::BcastSpin
+                | Kind::Ringfire
+                | Kind::Iceoryx2
         )
+    }
+
+    /// One publisher, every subscriber sees every item: these alone run the
+    /// 1x3 fan-out, and carry `u64` items only.
+    pub fn broadcast(self) -> bool {
+        matches!(
+            self,
+            Kind::BcastSpin
+                | Kind::BcastBlock
+                | Kind::Ringfire
+                | Kind::RingfireFutex
+                | Kind::Iceoryx2
+        )
+    }
+
+    /// Why this binary cannot run the contender, if it cannot.
+    pub fn unavailable(self) -> Option<&'static str> {
+        match self {
+            Kind::Iceoryx2 if !cfg!(feature = "iceoryx2") => {
+                Some("shmq built without the `iceoryx2` feature")
+            }
+            _ => None,
+        }
     }
 
     /// In-process only: no way to put it between two processes.
@@ -162,6 +206,7 @@ impl Kind {
     pub fn max_size(self) -> Option<usize> {
         match self {
             Kind::Mq => Some(mq::limits().msgsize_max),
+            k if k.broadcast() => Some(8),
             _ => None,
         }
     }
@@ -218,6 +263,8 @@ pub struct PeerSpec {
     pub kind: Kind,
     pub size: usize,
     pub pairs: usize,
+    /// Subscribers per publisher (broadcast fan-out), 1 otherwise.
+    pub subs: usize,
     pub names: Vec<String>,
     pub fds: Vec<RawFd>,
 }
@@ -231,6 +278,8 @@ impl PeerSpec {
             self.size.to_string(),
             "--pairs".into(),
             self.pairs.to_string(),
+            "--subs".into(),
+            self.subs.to_string(),
         ];
         if !self.names.is_empty() {
             v.push("--names".into());
@@ -250,9 +299,10 @@ impl PeerSpec {
     }
 }
 
-/// Build `kind` for `size`-byte messages with `pairs` A/B endpoint pairs;
+/// Build `kind` for `size`-byte messages with `pairs` A/B endpoint pairs
+/// and `subs` subscribers per publisher (broadcast contenders);
 /// `process`: leave side B to a child.
-pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built> {
+pub fn build(kind: Kind, size: usize, pairs: usize, subs: usize, process: bool) -> Res<Built> {
     let mut built = Built {
         a: Vec::new(),
         b: Vec::new(),
@@ -264,11 +314,15 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
     if pairs > 1 && !kind.multi() {
         return Err(format!("{} takes one producer and one consumer", kind.name()).into());
     }
+    if subs > 1 && !kind.broadcast() {
+        return Err(format!("{} gives each item to one consumer", kind.name()).into());
+    }
     let cap = capacity(size);
     let mut spec = PeerSpec {
         kind,
         size,
         pairs,
+        subs,
         names: Vec::new(),
         fds: Vec::new(),
     };
@@ -403,6 +457,13 @@ pub fn build(kind: Kind, size: usize, pairs: usize, process: bool) -> Res<Built>
             }
             spec.names = vec![n];
         }
+        k if k.broadcast() => {
+            if size != 8 {
+                return Err(format!("{} carries u64 items only", k.name()).into());
+            }
+            bcast::build(k, subs, &mut built, &mut spec)?;
+        }
+        _ => return Err(format!("cannot build {}", kind.name()).into()),
     }
     if process {
         spec.fds = b_fds.iter().map(|f| f.as_raw_fd()).collect();
@@ -511,6 +572,8 @@ pub fn open_b(spec: &PeerSpec, mut fds: Vec<OwnedFd>) -> Res<Vec<Box<dyn Duplex>
                 }));
             }
         }
+        k if k.broadcast() => b = bcast::open_b(spec)?,
+        _ => return Err(format!("cannot open {}", spec.kind.name()).into()),
     }
     Ok(b)
 }

@@ -368,12 +368,13 @@ pub fn targets(es: &[Entry]) -> Vec<Target> {
                   a: &str,
                   b: &str,
                   metric: Metric,
+                  topo: &str,
                   min: Option<f64>,
                   max: Option<f64>| {
         for place in [Placement::Thread, Placement::Process] {
             let (Some(x), Some(y)) = (
-                find(es, metric, place, "1x1", smallest, a),
-                find(es, metric, place, "1x1", smallest, b),
+                find(es, metric, place, topo, smallest, a),
+                find(es, metric, place, topo, smallest, b),
             ) else {
                 continue;
             };
@@ -390,7 +391,7 @@ pub fn targets(es: &[Entry]) -> Vec<Target> {
                 lo && hi
             });
             t.push(Target {
-                target: format!("{name} ({}, {smallest} B)", place.name()),
+                target: format!("{name} ({}, {topo}, {smallest} B)", place.name()),
                 goal: goal.into(),
                 measured: r,
                 met,
@@ -404,6 +405,7 @@ pub fn targets(es: &[Entry]) -> Vec<Target> {
         "shmq-spsc-spin",
         "rtrb",
         Metric::Stream,
+        "1x1",
         Some(1.0),
         None,
     );
@@ -413,6 +415,7 @@ pub fn targets(es: &[Entry]) -> Vec<Target> {
         "shmq-spsc-batch",
         "rtrb",
         Metric::Stream,
+        "1x1",
         Some(3.0),
         None,
     );
@@ -422,6 +425,7 @@ pub fn targets(es: &[Entry]) -> Vec<Target> {
         "shmq-mpmc-spin",
         "arrayqueue",
         Metric::Stream,
+        "1x1",
         Some(1.5),
         None,
     );
@@ -431,8 +435,72 @@ pub fn targets(es: &[Entry]) -> Vec<Target> {
         "shmq-spsc-block",
         "pipe",
         Metric::Rtt,
+        "1x1",
         None,
         Some(1.0),
+    );
+    // Issue #12: the broadcast ring against the floor and its peers.
+    vs(
+        "broadcast round trip vs floor",
+        "<= 1.1x",
+        "shmq-bcast-spin",
+        "floor",
+        Metric::Rtt,
+        "1x1",
+        None,
+        Some(1.1 + 1e-9),
+    );
+    vs(
+        "broadcast fan-out vs ringfire lossless",
+        ">= 1.5x",
+        "shmq-bcast-spin",
+        "ringfire",
+        Metric::Stream,
+        "1x3",
+        Some(1.5),
+        None,
+    );
+    vs(
+        "broadcast fan-out vs iceoryx2",
+        ">= 10x",
+        "shmq-bcast-spin",
+        "iceoryx2",
+        Metric::Stream,
+        "1x3",
+        Some(10.0),
+        None,
+    );
+    // The same three for the blocking broadcast calls (`publish`/`recv`:
+    // spin, then futex), which on an oversubscribed machine differ most.
+    vs(
+        "blocking broadcast round trip vs floor",
+        "<= 1.1x",
+        "shmq-bcast-block",
+        "floor",
+        Metric::Rtt,
+        "1x1",
+        None,
+        Some(1.1 + 1e-9),
+    );
+    vs(
+        "blocking broadcast fan-out vs ringfire lossless",
+        ">= 1.5x",
+        "shmq-bcast-block",
+        "ringfire",
+        Metric::Stream,
+        "1x3",
+        Some(1.5),
+        None,
+    );
+    vs(
+        "blocking broadcast fan-out vs iceoryx2",
+        ">= 10x",
+        "shmq-bcast-block",
+        "iceoryx2",
+        Metric::Stream,
+        "1x3",
+        Some(10.0),
+        None,
     );
     // Best shmqueue round trip against the floor.
     for place in [Placement::Thread, Placement::Process] {
@@ -482,12 +550,12 @@ pub fn print_targets(ts: &[Target]) {
     if ts.is_empty() {
         return;
     }
-    println!("\n== Targets of issue #5 (ratios from this run, paired round by round)");
+    println!("\n== Targets of issues #5 and #12 (ratios from this run, paired round by round)");
     for t in ts {
         let v = match (t.measured, t.met) {
             (Some(m), Some(ok)) => format!("{m:.3}  {}", if ok { "met" } else { "MISSED" }),
             _ => "not measured".into(),
         };
-        println!("  {:<58} goal {:<10} {v}", t.target, t.goal);
+        println!("  {:<67} goal {:<10} {v}", t.target, t.goal);
     }
 }

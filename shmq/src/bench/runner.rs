@@ -338,7 +338,7 @@ struct Rig {
 
 fn rig(kind: Kind, g: &Group, cfg: &Config) -> Res<Rig> {
     let process = g.placement == Placement::Process;
-    let b = build(kind, g.size, g.pairs, process)?;
+    let b = build(kind, g.size, g.pairs, g.subs, process)?;
     let peer = if process {
         Peer::process(&b.child_args, b.child_fds, cfg.pin)?
     } else {
@@ -371,7 +371,21 @@ fn batch(r: &mut Rig, g: &Group, cfg: &Config, warm: bool) -> Res<Sample> {
     match g.metric {
         Metric::Stream => {
             let n = r.n;
-            if r.a.len() == 1 {
+            if g.subs > 1 {
+                // Fan-out: one publisher, every subscriber receives all n
+                // and stops at the sentinel; items/s is per subscriber.
+                r.peer.send(Cmd::Stream(u64::MAX))?;
+                let t0 = now_ns();
+                r.a[0].stream_send(0, n)?;
+                r.a[0].send(SENTINEL)?;
+                let Reply::Done(end) = r.peer.recv()? else {
+                    return Err("unexpected reply".into());
+                };
+                Ok(Sample::Stream {
+                    n,
+                    ns: end.saturating_sub(t0).max(1),
+                })
+            } else if r.a.len() == 1 {
                 r.peer.send(Cmd::Stream(n))?;
                 let t0 = now_ns();
                 r.a[0].stream_send(0, n)?;

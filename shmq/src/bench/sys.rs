@@ -88,8 +88,10 @@ pub enum Cleanup {
     Shm(String),
     /// A POSIX message queue.
     Mq(String),
-    /// A directory of FIFOs.
+    /// A directory of FIFOs (or of iceoryx2's service files).
     Dir(PathBuf),
+    /// Every /dev/shm entry whose name starts with this (iceoryx2's).
+    ShmPrefix(String),
 }
 
 /// Names of the objects alive right now, for the signal handler.
@@ -108,6 +110,7 @@ impl Cleanup {
             Cleanup::Shm(n) => format!("s{n}"),
             Cleanup::Mq(n) => format!("m{n}"),
             Cleanup::Dir(p) => format!("d{}", p.display()),
+            Cleanup::ShmPrefix(p) => format!("p{p}"),
         }
     }
 
@@ -118,6 +121,7 @@ impl Cleanup {
             "s" => Cleanup::Shm(n.into()),
             "m" => Cleanup::Mq(n.into()),
             "d" => Cleanup::Dir(n.into()),
+            "p" => Cleanup::ShmPrefix(n.into()),
             _ => return None,
         })
     }
@@ -127,7 +131,25 @@ impl Cleanup {
             Cleanup::Queue(n) => shmqueue::unlink(n).map_err(|e| e.to_string()),
             Cleanup::Shm(n) => shm_unlink(n.as_str()).map_err(|e| e.to_string()),
             Cleanup::Mq(n) => super::mq::unlink(n),
-            Cleanup::Dir(p) => std::fs::remove_dir_all(p).map_err(|e| e.to_string()),
+            // iceoryx2 may have removed its root directory itself.
+            Cleanup::Dir(p) => match std::fs::remove_dir_all(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            },
+            Cleanup::ShmPrefix(p) => {
+                let mut first_err = Ok(());
+                for e in std::fs::read_dir("/dev/shm").map_err(|e| e.to_string())? {
+                    let Ok(e) = e else { continue };
+                    if e.file_name().to_string_lossy().starts_with(p.as_str()) {
+                        if let Err(err) = std::fs::remove_file(e.path()) {
+                            if err.kind() != std::io::ErrorKind::NotFound && first_err.is_ok() {
+                                first_err = Err(err.to_string());
+                            }
+                        }
+                    }
+                }
+                first_err
+            }
         }
     }
 }
