@@ -5,8 +5,9 @@ A Python process is a full peer: the segment header is checked at open
 (element size and alignment, kind, schema tag), a killed peer is noticed
 within a second, and every failure is an exception with the Rust message.
 
-Typed rings carry fixed-size elements described by a numpy dtype or a
-``struct`` format; the byte ring carries ``bytes`` messages of any size.
+Typed rings (SPSC and MPMC ``Queue``, ``Broadcast``) carry fixed-size
+elements described by a numpy dtype or a ``struct`` format; the byte ring
+carries ``bytes`` messages of any size.
 
 >>> import numpy as np, shmqueue
 >>> q = shmqueue.Queue.create_memfd(np.uint64, capacity=1024)
@@ -33,6 +34,9 @@ __all__ = [
     "ByteRing",
     "BytesProducer",
     "BytesConsumer",
+    "Broadcast",
+    "Publisher",
+    "Subscriber",
     "unlink",
     "inspect",
 ] + [n for n in dir(_errors) if n[:1].isupper()]  # noqa: F405
@@ -403,6 +407,160 @@ class BytesConsumer(_Handle):
         the message queued. (The ring's memory is never lent out as a
         memoryview: another process can rewrite it.)"""
         return _native.bytes_recv_into(self._h, buffer, True, timeout)
+
+    def __iter__(self):
+        while True:
+            try:
+                yield self.recv()
+            except Disconnected:
+                return
+
+
+_POLICIES = {"lossless": 1, "overwrite": 2}
+
+
+class Broadcast(_Handle):
+    """A broadcast ring: one publisher, any number of subscriber processes,
+    each of which receives every item in order.
+
+    ``policy="lossless"`` (default): the publisher waits for the slowest
+    live subscriber; a killed one stops holding it within a second, a live
+    one only past ``max_lag`` seconds (then it is evicted: ``Evicted``).
+    ``policy="overwrite"``: the publisher never waits; a lapped subscriber
+    gets ``Lagged`` with the exact ``missed`` count, never a torn item.
+
+    >>> import numpy as np, shmqueue
+    >>> b = shmqueue.Broadcast.create_memfd(np.uint64, capacity=64)
+    >>> a, c = b.subscribe(), b.subscribe()
+    >>> with b.publisher() as tx:
+    ...     tx.publish(5)
+    >>> a.recv(timeout=1), c.recv(timeout=1)
+    (5, 5)
+    """
+
+    _free = staticmethod(_native.bcast_free)
+
+    def __init__(self, hid, elem):
+        super().__init__(hid)
+        self._elem = elem
+
+    @classmethod
+    def _config(cls, name, dtype, capacity, policy, max_subscribers, max_lag, schema, align):
+        e = _Elem(dtype, align)
+        try:
+            pol = _POLICIES[policy]
+        except KeyError:
+            raise InvalidArgument(f"policy must be 'lossless' or 'overwrite', not {policy!r}", 13) from None
+        lag_ns = 0 if max_lag is None else max(1, int(max_lag * 1e9))
+        return cls(_native.bcast_create(name, e.size, e.align, capacity, schema, pol,
+                                        max_subscribers, lag_ns), e)
+
+    @classmethod
+    def create(cls, name, dtype, capacity=1024, policy="lossless", max_subscribers=0,
+               max_lag=None, schema=0, align=None):
+        """Create the named ring (``AlreadyExists`` if taken);
+        ``max_subscribers`` 0 is the library's default (64)."""
+        return cls._config(name, dtype, capacity, policy, max_subscribers, max_lag, schema, align)
+
+    @classmethod
+    def create_memfd(cls, dtype, capacity=1024, policy="lossless", max_subscribers=0,
+                     max_lag=None, schema=0, align=None):
+        """Create a ring in an unnamed, sealed memfd (see ``Queue.create_memfd``)."""
+        return cls._config(None, dtype, capacity, policy, max_subscribers, max_lag, schema, align)
+
+    @classmethod
+    def open(cls, name, dtype, schema=0, align=None):
+        """Open the named ring, checking its header against ``dtype`` and
+        ``schema``; the policy and limits are the creator's."""
+        e = _Elem(dtype, align)
+        return cls(_native.bcast_open(name, e.size, e.align, schema), e)
+
+    @classmethod
+    def open_fd(cls, fd, dtype, schema=0, align=None):
+        e = _Elem(dtype, align)
+        return cls(_native.bcast_open_fd(fd, e.size, e.align, schema), e)
+
+    def dup_fd(self):
+        return _native.bcast_dup_fd(self._h)
+
+    def stats(self):
+        """A snapshot: policy, items published, publisher and subscriber
+        liveness, the largest lag, evictions and laps."""
+        return _native.bcast_stats(self._h)
+
+    def publisher(self):
+        """Claim the publisher role (``RoleTaken`` while a live one holds it)."""
+        return Publisher(_native.publisher(self._h), self._elem)
+
+    def subscribe(self, start="latest"):
+        """A new subscriber starting at ``"latest"`` (what is published
+        after it joins), ``"oldest"`` (everything still in the ring) or a
+        sequence number (``StartGone`` if that is no longer there)."""
+        if start == "latest":
+            mode, seq = 1, 0
+        elif start == "oldest":
+            mode, seq = 2, 0
+        elif isinstance(start, int) and start >= 0:
+            mode, seq = 3, start
+        else:
+            raise InvalidArgument(f"start must be 'latest', 'oldest' or a sequence number, not {start!r}", 13)
+        return Subscriber(_native.subscribe(self._h, mode, seq), self._elem)
+
+
+class Publisher(_Handle):
+    """The publisher endpoint of a broadcast ring."""
+
+    _free = staticmethod(_native.publisher_free)
+
+    def __init__(self, hid, elem):
+        super().__init__(hid)
+        self._elem = elem
+
+    def publish(self, value, timeout=None):
+        """Publish one value; a lossless ring waits while its slowest live
+        subscriber is a whole ring behind (``Timeout`` after ``timeout``)."""
+        if not _native.publish(self._h, self._elem.pack(value), self._elem.size, True, timeout):
+            raise Timeout(f"the ring stayed full for {timeout} s", 3)
+
+    def try_publish(self, value):
+        """Publish if a lossless ring has room now; whether it was published."""
+        return _native.publish(self._h, self._elem.pack(value), self._elem.size, False)
+
+    @property
+    def position(self):
+        """The sequence number the next item gets."""
+        return _native.publisher_position(self._h)
+
+
+class Subscriber(_Handle):
+    """A subscriber of a broadcast ring; iterating it receives until the
+    publisher has gone and everything is read (``Lagged`` propagates)."""
+
+    _free = staticmethod(_native.subscriber_free)
+
+    def __init__(self, hid, elem):
+        super().__init__(hid)
+        self._elem = elem
+        self._one = bytearray(elem.size)
+
+    def recv(self, timeout=None):
+        """The next item, waiting for it (``Timeout`` after ``timeout``).
+        ``Lagged``/``Evicted`` carry ``missed``; the call after them returns
+        the oldest item still in the ring. ``Disconnected``: everything is
+        read and the publisher has gone (a new one may attach)."""
+        if not _native.recv(self._h, self._one, self._elem.size, True, timeout):
+            raise Timeout(f"nothing published within {timeout} s", 3)
+        return self._elem.unpack(self._one)
+
+    def try_recv(self):
+        """The next item if there is one; ``None`` otherwise."""
+        if not _native.recv(self._h, self._one, self._elem.size, False):
+            return None
+        return self._elem.unpack(self._one)
+
+    def info(self):
+        """Position (next sequence number), lag, and items missed so far."""
+        return _native.subscriber_info(self._h)
 
     def __iter__(self):
         while True:

@@ -119,6 +119,25 @@ class Panic(ShmqError):
     """A bug in the bindings; the process is intact."""
 
 
+class Lagged(ShmqError):
+    """A broadcast subscriber was lapped by an overwrite publisher:
+    ``missed`` items are lost to it; its next receive returns the oldest
+    item still in the ring."""
+
+    missed = 0
+
+
+class Evicted(Lagged):
+    """A broadcast subscriber kept a lossless publisher waiting past its
+    ``max_lag`` and was cut loose (``missed`` as for ``Lagged``); it has
+    rejoined at the oldest item still in the ring."""
+
+
+class StartGone(ShmqError, ValueError):
+    """The start sequence number is no longer (or not yet) in the ring; the
+    message names the range that is."""
+
+
 _BY_STATUS = {
     1: Full,
     2: Empty,
@@ -147,6 +166,9 @@ _BY_STATUS = {
     30: BufferTooSmall,
     31: ShmqError,
     32: Panic,
+    33: Lagged,
+    34: Evicted,
+    35: StartGone,
 }
 
 

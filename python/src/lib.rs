@@ -692,6 +692,239 @@ fn bytes_recv_into(
     }
 }
 
+// ---- broadcast rings ----
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn bcast_create(
+    py: Python<'_>,
+    name: Option<&str>,
+    elem_size: usize,
+    elem_align: usize,
+    capacity: usize,
+    schema: u64,
+    policy: i32,
+    max_subscribers: u32,
+    max_lag_ns: u64,
+) -> PyResult<u64> {
+    let mut cfg = shmq_broadcast_config_default(elem_size, elem_align);
+    cfg.capacity = capacity;
+    cfg.schema = schema;
+    cfg.policy = policy;
+    cfg.max_subscribers = max_subscribers;
+    cfg.max_lag_ns = max_lag_ns;
+    let mut b = shmq_broadcast_t::default();
+    let st = match name {
+        Some(name) => {
+            let name = c_name(py, name)?;
+            // SAFETY: `name` is NUL-terminated; `cfg` and `b` are live locals.
+            unsafe { shmq_broadcast_create(name.as_ptr(), &cfg, &mut b) }
+        }
+        // SAFETY: `cfg` and `b` are live locals.
+        None => unsafe { shmq_broadcast_create_memfd(&cfg, &mut b) },
+    };
+    check(py, st)?;
+    Ok(b.id)
+}
+
+#[pyfunction]
+fn bcast_open(
+    py: Python<'_>,
+    name: &str,
+    elem_size: usize,
+    elem_align: usize,
+    schema: u64,
+) -> PyResult<u64> {
+    let name = c_name(py, name)?;
+    let mut b = shmq_broadcast_t::default();
+    // SAFETY: `name` is NUL-terminated; `b` is a live local.
+    let st = unsafe { shmq_broadcast_open(name.as_ptr(), elem_size, elem_align, schema, &mut b) };
+    check(py, st)?;
+    Ok(b.id)
+}
+
+#[pyfunction]
+fn bcast_open_fd(
+    py: Python<'_>,
+    fd: i32,
+    elem_size: usize,
+    elem_align: usize,
+    schema: u64,
+) -> PyResult<u64> {
+    let mut b = shmq_broadcast_t::default();
+    // SAFETY: `b` is a live local; a bad `fd` is an error code.
+    let st = unsafe { shmq_broadcast_open_fd(fd, elem_size, elem_align, schema, &mut b) };
+    check(py, st)?;
+    Ok(b.id)
+}
+
+#[pyfunction]
+fn bcast_dup_fd(py: Python<'_>, bcast: u64) -> PyResult<i32> {
+    let mut fd = -1;
+    // SAFETY: `fd` is a live local.
+    check(py, unsafe { shmq_broadcast_dup_fd(shmq_broadcast_t { id: bcast }, &mut fd) })?;
+    Ok(fd)
+}
+
+#[pyfunction]
+fn bcast_free(py: Python<'_>, bcast: u64) -> PyResult<()> {
+    check(py, shmq_broadcast_free(shmq_broadcast_t { id: bcast }))
+}
+
+#[pyfunction]
+fn bcast_stats(py: Python<'_>, bcast: u64) -> PyResult<Bound<'_, PyDict>> {
+    let mut s = shmq_broadcast_stats_t::default();
+    // SAFETY: `s` is a live local of the type the call writes.
+    check(py, unsafe { shmq_broadcast_stats(shmq_broadcast_t { id: bcast }, &mut s) })?;
+    let d = PyDict::new(py);
+    d.set_item("elem_size", s.elem_size)?;
+    d.set_item("elem_align", s.elem_align)?;
+    d.set_item("capacity", s.capacity)?;
+    d.set_item("policy", if s.policy == 2 { "overwrite" } else { "lossless" })?;
+    d.set_item("max_lag_ns", s.max_lag_ns)?;
+    d.set_item("published", s.published)?;
+    d.set_item("publisher_attached", s.publisher_attached)?;
+    d.set_item("publisher_alive", s.publisher_alive)?;
+    d.set_item("publisher_pid", s.publisher_pid)?;
+    d.set_item("subscribers", s.subscribers)?;
+    d.set_item("subscribers_alive", s.subscribers_alive)?;
+    d.set_item("subscribers_evicted", s.subscribers_evicted)?;
+    d.set_item("max_subscriber_lag", s.max_subscriber_lag)?;
+    d.set_item("evictions", s.evictions)?;
+    d.set_item("laps", s.laps)?;
+    Ok(d)
+}
+
+#[pyfunction]
+fn publisher(py: Python<'_>, bcast: u64) -> PyResult<u64> {
+    let mut p = shmq_publisher_t::default();
+    // SAFETY: `p` is a live local.
+    check(py, unsafe { shmq_publisher(shmq_broadcast_t { id: bcast }, &mut p) })?;
+    Ok(p.id)
+}
+
+#[pyfunction]
+fn subscribe(py: Python<'_>, bcast: u64, start: i32, seq: u64) -> PyResult<u64> {
+    let mut s = shmq_subscriber_t::default();
+    // SAFETY: `s` is a live local.
+    check(py, unsafe { shmq_subscribe(shmq_broadcast_t { id: bcast }, start, seq, &mut s) })?;
+    Ok(s.id)
+}
+
+#[pyfunction]
+fn publisher_free(py: Python<'_>, publisher: u64) -> PyResult<()> {
+    check(py, shmq_publisher_free(shmq_publisher_t { id: publisher }))
+}
+
+#[pyfunction]
+fn subscriber_free(py: Python<'_>, subscriber: u64) -> PyResult<()> {
+    check(py, shmq_subscriber_free(shmq_subscriber_t { id: subscriber }))
+}
+
+#[pyfunction]
+fn publisher_position(py: Python<'_>, publisher: u64) -> PyResult<u64> {
+    let mut pos = 0;
+    // SAFETY: `pos` is a live local.
+    check(py, unsafe { shmq_publisher_position(shmq_publisher_t { id: publisher }, &mut pos) })?;
+    Ok(pos)
+}
+
+#[pyfunction]
+fn subscriber_info(py: Python<'_>, subscriber: u64) -> PyResult<Bound<'_, PyDict>> {
+    let mut i = shmq_subscriber_info_t::default();
+    // SAFETY: `i` is a live local of the type the call writes.
+    check(py, unsafe { shmq_subscriber_info(shmq_subscriber_t { id: subscriber }, &mut i) })?;
+    let d = PyDict::new(py);
+    d.set_item("position", i.position)?;
+    d.set_item("lag", i.lag)?;
+    d.set_item("missed", i.missed)?;
+    Ok(d)
+}
+
+/// Publish the one element in `data` (`elem_size` bytes: the size the
+/// Python layer's element type had when the header check at open accepted
+/// it). Returns False if `block` is false and a lossless ring is full;
+/// raises `Timeout` past `timeout`.
+#[pyfunction]
+#[pyo3(signature = (publisher, data, elem_size, block, timeout=None))]
+fn publish(
+    py: Python<'_>,
+    publisher: u64,
+    data: PyBuffer<u8>,
+    elem_size: usize,
+    block: bool,
+    timeout: Option<f64>,
+) -> PyResult<bool> {
+    let p = shmq_publisher_t { id: publisher };
+    let (addr, len) = region(py, &data, false)?;
+    one_element(py, len, elem_size)?;
+    let st = match mode(block, timeout)? {
+        // SAFETY: `data` is held and spans one element (checked above).
+        Mode::Try => unsafe { shmq_try_publish(p, addr as *const c_void) },
+        Mode::Until(deadline) => sliced(py, deadline, |slice| {
+            // SAFETY: as above; the GIL is released and the bindings only
+            // read the buffer. A slice that ends has published nothing.
+            unsafe { shmq_publish_timeout(p, addr as *const c_void, ns(slice)) }
+        })?,
+    };
+    match st {
+        shmq_status::SHMQ_FULL => Ok(false),
+        _ => check(py, st).map(|()| true),
+    }
+}
+
+/// The bindings read or write exactly one element at the pointer: refuse
+/// any other length rather than let them run past the buffer.
+fn one_element(py: Python<'_>, len: usize, elem_size: usize) -> PyResult<()> {
+    if len == elem_size && len != 0 {
+        return Ok(());
+    }
+    Err(error(
+        py,
+        shmq_status::SHMQ_ERR_INVALID_ARGUMENT,
+        format!("a buffer of {len} bytes is not one {elem_size}-byte element"),
+    ))
+}
+
+/// Receive one element into `out` (writable, one element): True if it
+/// arrived, False if `block` is false and nothing is there or the deadline
+/// passed. Raises `Lagged`/`Evicted` (with `.missed`) and `Disconnected`.
+#[pyfunction]
+#[pyo3(signature = (subscriber, out, elem_size, block, timeout=None))]
+fn recv(
+    py: Python<'_>,
+    subscriber: u64,
+    out: PyBuffer<u8>,
+    elem_size: usize,
+    block: bool,
+    timeout: Option<f64>,
+) -> PyResult<bool> {
+    let s = shmq_subscriber_t { id: subscriber };
+    let (addr, len) = region(py, &out, true)?;
+    one_element(py, len, elem_size)?;
+    let mut missed = 0u64;
+    let st = match mode(block, timeout)? {
+        // SAFETY: `out` is held, writable, and one element long (checked
+        // above).
+        Mode::Try => unsafe { shmq_try_recv(s, addr as *mut c_void, &mut missed) },
+        Mode::Until(deadline) => sliced(py, deadline, |slice| {
+            // SAFETY: as above.
+            unsafe { shmq_recv_timeout(s, addr as *mut c_void, ns(slice), &mut missed) }
+        })?,
+    };
+    use shmq_status::*;
+    match st {
+        SHMQ_OK => Ok(true),
+        SHMQ_EMPTY | SHMQ_TIMEOUT => Ok(false),
+        SHMQ_LAGGED | SHMQ_EVICTED => {
+            let e = error(py, st, message(st));
+            e.value(py).setattr("missed", missed)?;
+            Err(e)
+        }
+        _ => check(py, st).map(|()| false),
+    }
+}
+
 // ---- anywhere ----
 
 /// Remove the named segment.
@@ -772,6 +1005,24 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bytes_send, m)?)?;
     m.add_function(wrap_pyfunction!(bytes_recv, m)?)?;
     m.add_function(wrap_pyfunction!(bytes_recv_into, m)?)?;
+    for f in [
+        wrap_pyfunction!(bcast_create, m)?,
+        wrap_pyfunction!(bcast_open, m)?,
+        wrap_pyfunction!(bcast_open_fd, m)?,
+        wrap_pyfunction!(bcast_dup_fd, m)?,
+        wrap_pyfunction!(bcast_free, m)?,
+        wrap_pyfunction!(bcast_stats, m)?,
+        wrap_pyfunction!(publisher, m)?,
+        wrap_pyfunction!(subscribe, m)?,
+        wrap_pyfunction!(publisher_free, m)?,
+        wrap_pyfunction!(subscriber_free, m)?,
+        wrap_pyfunction!(publisher_position, m)?,
+        wrap_pyfunction!(subscriber_info, m)?,
+        wrap_pyfunction!(publish, m)?,
+        wrap_pyfunction!(recv, m)?,
+    ] {
+        m.add_function(f)?;
+    }
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(elem_supported, m)?)?;

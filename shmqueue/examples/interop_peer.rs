@@ -13,6 +13,11 @@
 //! interop_peer bytes-produce NAME N MAX     N messages of pseudo-random size
 //!                                           0..=MAX, each its own pattern
 //! interop_peer bytes-consume NAME N MAX     receive and check those N
+//! interop_peer bcast-publish NAME N         publish 0..N (u64) to a broadcast
+//!                                           ring, then exit
+//! interop_peer bcast-subscribe NAME N       subscribe at sequence 0, check
+//!                                           0..N arrive in order, then wait
+//!                                           for the publisher to go
 //! ```
 //!
 //! Exit status 0 when every check passed, 1 with a message otherwise.
@@ -20,6 +25,7 @@
 use std::process::exit;
 use std::time::Duration;
 
+use shmqueue::broadcast::{self, Broadcast, Start};
 use shmqueue::{ByteRing, Mpmc, PopError, RecvError, Spsc};
 
 fn fail(msg: String) -> ! {
@@ -169,6 +175,34 @@ fn main() {
                 r => fail(format!(
                     "after {n} messages: {r:?}, expected the producer gone"
                 )),
+            }
+        }
+        "bcast-publish" => {
+            let n = num(2);
+            let b = Broadcast::<u64>::open(arg(1)).unwrap_or_else(|e| fail(format!("open: {e}")));
+            let mut p = b.publisher().unwrap_or_else(|e| fail(format!("publisher: {e}")));
+            for i in 0..n {
+                p.publish(i)
+                    .unwrap_or_else(|e| fail(format!("publish {i}: {e}")));
+            }
+        }
+        "bcast-subscribe" => {
+            let n = num(2);
+            let b = Broadcast::<u64>::open(arg(1)).unwrap_or_else(|e| fail(format!("open: {e}")));
+            let mut s = b
+                .subscribe(Start::At(0))
+                .unwrap_or_else(|e| fail(format!("subscribe: {e}")));
+            println!("ready");
+            for i in 0..n {
+                match s.recv() {
+                    Ok(v) if v == i => {}
+                    Ok(v) => fail(format!("item {i} was {v}")),
+                    Err(e) => fail(format!("recv {i}: {e}")),
+                }
+            }
+            match s.recv() {
+                Err(broadcast::RecvError::Disconnected) => {}
+                r => fail(format!("after {n} items: {r:?}, expected the publisher gone")),
             }
         }
         c => fail(format!("unknown command {c}")),
