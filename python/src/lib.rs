@@ -762,7 +762,9 @@ fn bcast_open_fd(
 fn bcast_dup_fd(py: Python<'_>, bcast: u64) -> PyResult<i32> {
     let mut fd = -1;
     // SAFETY: `fd` is a live local.
-    check(py, unsafe { shmq_broadcast_dup_fd(shmq_broadcast_t { id: bcast }, &mut fd) })?;
+    check(py, unsafe {
+        shmq_broadcast_dup_fd(shmq_broadcast_t { id: bcast }, &mut fd)
+    })?;
     Ok(fd)
 }
 
@@ -775,12 +777,21 @@ fn bcast_free(py: Python<'_>, bcast: u64) -> PyResult<()> {
 fn bcast_stats(py: Python<'_>, bcast: u64) -> PyResult<Bound<'_, PyDict>> {
     let mut s = shmq_broadcast_stats_t::default();
     // SAFETY: `s` is a live local of the type the call writes.
-    check(py, unsafe { shmq_broadcast_stats(shmq_broadcast_t { id: bcast }, &mut s) })?;
+    check(py, unsafe {
+        shmq_broadcast_stats(shmq_broadcast_t { id: bcast }, &mut s)
+    })?;
     let d = PyDict::new(py);
     d.set_item("elem_size", s.elem_size)?;
     d.set_item("elem_align", s.elem_align)?;
     d.set_item("capacity", s.capacity)?;
-    d.set_item("policy", if s.policy == 2 { "overwrite" } else { "lossless" })?;
+    d.set_item(
+        "policy",
+        if s.policy == 2 {
+            "overwrite"
+        } else {
+            "lossless"
+        },
+    )?;
     d.set_item("max_lag_ns", s.max_lag_ns)?;
     d.set_item("published", s.published)?;
     d.set_item("publisher_attached", s.publisher_attached)?;
@@ -799,7 +810,9 @@ fn bcast_stats(py: Python<'_>, bcast: u64) -> PyResult<Bound<'_, PyDict>> {
 fn publisher(py: Python<'_>, bcast: u64) -> PyResult<u64> {
     let mut p = shmq_publisher_t::default();
     // SAFETY: `p` is a live local.
-    check(py, unsafe { shmq_publisher(shmq_broadcast_t { id: bcast }, &mut p) })?;
+    check(py, unsafe {
+        shmq_publisher(shmq_broadcast_t { id: bcast }, &mut p)
+    })?;
     Ok(p.id)
 }
 
@@ -807,7 +820,9 @@ fn publisher(py: Python<'_>, bcast: u64) -> PyResult<u64> {
 fn subscribe(py: Python<'_>, bcast: u64, start: i32, seq: u64) -> PyResult<u64> {
     let mut s = shmq_subscriber_t::default();
     // SAFETY: `s` is a live local.
-    check(py, unsafe { shmq_subscribe(shmq_broadcast_t { id: bcast }, start, seq, &mut s) })?;
+    check(py, unsafe {
+        shmq_subscribe(shmq_broadcast_t { id: bcast }, start, seq, &mut s)
+    })?;
     Ok(s.id)
 }
 
@@ -818,14 +833,19 @@ fn publisher_free(py: Python<'_>, publisher: u64) -> PyResult<()> {
 
 #[pyfunction]
 fn subscriber_free(py: Python<'_>, subscriber: u64) -> PyResult<()> {
-    check(py, shmq_subscriber_free(shmq_subscriber_t { id: subscriber }))
+    check(
+        py,
+        shmq_subscriber_free(shmq_subscriber_t { id: subscriber }),
+    )
 }
 
 #[pyfunction]
 fn publisher_position(py: Python<'_>, publisher: u64) -> PyResult<u64> {
     let mut pos = 0;
     // SAFETY: `pos` is a live local.
-    check(py, unsafe { shmq_publisher_position(shmq_publisher_t { id: publisher }, &mut pos) })?;
+    check(py, unsafe {
+        shmq_publisher_position(shmq_publisher_t { id: publisher }, &mut pos)
+    })?;
     Ok(pos)
 }
 
@@ -833,7 +853,9 @@ fn publisher_position(py: Python<'_>, publisher: u64) -> PyResult<u64> {
 fn subscriber_info(py: Python<'_>, subscriber: u64) -> PyResult<Bound<'_, PyDict>> {
     let mut i = shmq_subscriber_info_t::default();
     // SAFETY: `i` is a live local of the type the call writes.
-    check(py, unsafe { shmq_subscriber_info(shmq_subscriber_t { id: subscriber }, &mut i) })?;
+    check(py, unsafe {
+        shmq_subscriber_info(shmq_subscriber_t { id: subscriber }, &mut i)
+    })?;
     let d = PyDict::new(py);
     d.set_item("position", i.position)?;
     d.set_item("lag", i.lag)?;

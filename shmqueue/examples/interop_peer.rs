@@ -180,7 +180,9 @@ fn main() {
         "bcast-publish" => {
             let n = num(2);
             let b = Broadcast::<u64>::open(arg(1)).unwrap_or_else(|e| fail(format!("open: {e}")));
-            let mut p = b.publisher().unwrap_or_else(|e| fail(format!("publisher: {e}")));
+            let mut p = b
+                .publisher()
+                .unwrap_or_else(|e| fail(format!("publisher: {e}")));
             for i in 0..n {
                 p.publish(i)
                     .unwrap_or_else(|e| fail(format!("publish {i}: {e}")));
@@ -202,7 +204,9 @@ fn main() {
             }
             match s.recv() {
                 Err(broadcast::RecvError::Disconnected) => {}
-                r => fail(format!("after {n} items: {r:?}, expected the publisher gone")),
+                r => fail(format!(
+                    "after {n} items: {r:?}, expected the publisher gone"
+                )),
             }
         }
         c => fail(format!("unknown command {c}")),
