@@ -624,9 +624,9 @@ pub unsafe extern "C" fn shmq_consumer_elem_size(
     })
 }
 
-/// The batch loop behind the `*_many` calls: up to `n` elements of
-/// `size` bytes from `src`, under one handle lookup and one endpoint lock,
-/// the first waiting as `how` says and, for a pop, the rest never waiting.
+/// The `*_many` calls: up to `n` elements under one handle lookup and one
+/// endpoint lock (`elem::Producer::push_many`: the SPSC ring's slice calls,
+/// one index publication per batch; an element at a time for MPMC).
 /// `*done` is how many moved, whatever the status.
 fn push_many(
     producer: shmq_producer_t,
@@ -649,44 +649,10 @@ fn push_many(
         if elems.is_null() {
             return Err(null("elems"));
         }
-        let size = p.1;
-        // The clock is read only when the ring is full: each element is
-        // tried without waiting first, and only one that finds no room
-        // waits (until the batch's deadline, not a fresh one per element).
-        let deadline = match how {
-            Wait::For(t) => Some(std::time::Instant::now() + t),
-            _ => None,
-        };
         let mut ep = lock(&p.0);
-        let mut k = 0;
-        let r = loop {
-            if k == n {
-                break Ok(());
-            }
-            // SAFETY: `elems` holds `n` elements of `size` bytes by the
-            // contract, and `k < n`.
-            let src = unsafe { elems.cast::<u8>().add(k * size) };
-            // SAFETY: `src` points to `size` readable bytes (above).
-            match unsafe { ep.push(src, Wait::Never) } {
-                Ok(()) => k += 1,
-                Err(f) if f.status == shmq_status::SHMQ_FULL => {
-                    let wait = match (how, deadline) {
-                        (Wait::Never, _) if k > 0 => break Ok(()),
-                        (Wait::Never, _) => break Err(f),
-                        (_, Some(d)) => {
-                            Wait::For(d.saturating_duration_since(std::time::Instant::now()))
-                        }
-                        (how, None) => how,
-                    };
-                    // SAFETY: as above.
-                    match unsafe { ep.push(src, wait) } {
-                        Ok(()) => k += 1,
-                        Err(f) => break Err(f),
-                    }
-                }
-                Err(f) => break Err(f),
-            }
-        };
+        // SAFETY: `elems` holds `n` elements of the queue's `elem_size`
+        // (`p.1`) bytes by the contract.
+        let (k, r) = unsafe { ep.push_many(elems.cast(), n, p.1, how) };
         // SAFETY: as above.
         unsafe { done.write(k) };
         r
@@ -713,28 +679,10 @@ fn pop_many(
         if out.is_null() {
             return Err(null("out"));
         }
-        let size = c.1;
         let mut ep = lock(&c.0);
-        let mut k = 0;
-        let r = loop {
-            if k == n {
-                break Ok(());
-            }
-            // Only the first element waits: a batch pop returns what is
-            // there once it has something, as `pop_slice_wait` does.
-            let how = if k == 0 { how } else { Wait::Never };
-            // SAFETY: `out` has room for `n` elements of `size` bytes by
-            // the contract, and `k < n`.
-            let dst = unsafe { out.cast::<u8>().add(k * size) };
-            // SAFETY: `dst` points to `size` writable bytes (above).
-            match unsafe { ep.pop(dst, how) } {
-                Ok(()) => k += 1,
-                // What came before an empty ring or a gone producer is
-                // delivered; the next call reports the disconnect.
-                Err(_) if k > 0 => break Ok(()),
-                Err(f) => break Err(f),
-            }
-        };
+        // SAFETY: `out` has room for `n` elements of `elem_size` (`c.1`)
+        // bytes by the contract.
+        let (k, r) = unsafe { ep.pop_many(out.cast(), n, c.1, how) };
         // SAFETY: as above.
         unsafe { done.write(k) };
         r
