@@ -32,6 +32,8 @@ use crate::sync::Ordering;
 use crate::wait::{Throttle, DEFAULT_SPIN};
 use crate::Error;
 
+#[cfg(any(feature = "tokio", shmqueue_loom))]
+mod asyncio;
 mod consumer;
 mod producer;
 mod window;
@@ -41,6 +43,8 @@ use consumer::ConsumerLocal;
 pub use producer::Producer;
 use producer::ProducerLocal;
 pub use window::{ReadWindow, ReadWindowIter, WriteWindow};
+#[cfg(feature = "tokio")]
+pub use asyncio::PopStream;
 
 /// Registry entry of the producer role.
 const PRODUCER: u32 = 0;
