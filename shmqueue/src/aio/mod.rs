@@ -149,6 +149,16 @@ impl AsyncWait {
     }
 }
 
+/// How many async waiter threads this process has started, and how many
+/// waits are registered with them right now (for tests: a wait is
+/// registered once its future has returned `Pending`, until it is woken
+/// by its word moving or dropped).
+#[cfg(not(shmqueue_loom))]
+#[doc(hidden)]
+pub fn census() -> (usize, usize) {
+    reactor::census()
+}
+
 /// loom models only: run this execution's async waiter thread (call it in
 /// a `loom::thread`) until [`model_stop_waiter`].
 #[cfg(shmqueue_loom)]

@@ -209,10 +209,30 @@ pub(crate) fn register(
     *reg = Some(add(entry));
 }
 
+/// Every waiter thread's shard, in the order they were started.
+#[cfg(not(shmqueue_loom))]
+static SHARDS: std::sync::Mutex<Vec<Arc<Shard>>> = std::sync::Mutex::new(Vec::new());
+
+/// (waiter threads, registered waits) in this process right now.
+#[cfg(not(shmqueue_loom))]
+pub(crate) fn census() -> (usize, usize) {
+    let shards = SHARDS.lock().unwrap_or_else(|p| p.into_inner());
+    let waits = shards
+        .iter()
+        .map(|s| {
+            s.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entries
+                .len()
+        })
+        .sum();
+    (shards.len(), waits)
+}
+
 /// Add to the first thread with room, starting a new one if all are full.
 #[cfg(not(shmqueue_loom))]
 fn add(mut entry: Entry) -> Registration {
-    static SHARDS: std::sync::Mutex<Vec<Arc<Shard>>> = std::sync::Mutex::new(Vec::new());
     let mut shards = SHARDS.lock().unwrap_or_else(|p| p.into_inner());
     for shard in shards.iter() {
         match shard.try_add(entry) {

@@ -38,11 +38,13 @@ impl<T: Pod> Consumer<T> {
     ) -> Poll<Result<T, PopError>> {
         let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
         let event = &att.header().events.not_empty;
-        wait.poll(att.ring(), event, cx, || match pop_impl(att, shape, local) {
-            Ok(v) => Some(Ok(v)),
-            Err(TryPopError::Empty) => None,
-            Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
-            Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
+        wait.poll(att.ring(), event, cx, || {
+            match pop_impl(att, shape, local) {
+                Ok(v) => Some(Ok(v)),
+                Err(TryPopError::Empty) => None,
+                Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
+                Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
+            }
         })
     }
 }

@@ -38,13 +38,13 @@ mod consumer;
 mod producer;
 mod window;
 
+#[cfg(feature = "tokio")]
+pub use asyncio::PopStream;
 pub use consumer::Consumer;
 use consumer::ConsumerLocal;
 pub use producer::Producer;
 use producer::ProducerLocal;
 pub use window::{ReadWindow, ReadWindowIter, WriteWindow};
-#[cfg(feature = "tokio")]
-pub use asyncio::PopStream;
 
 /// Registry entry of the producer role.
 const PRODUCER: u32 = 0;
