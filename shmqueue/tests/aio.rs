@@ -449,3 +449,93 @@ fn a_sigkilled_producer_surfaces_as_disconnected_in_the_awaiting_task_within_a_s
     eprintln!("SIGKILLed producer seen by the awaiting task after {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
+
+/// Wake-up latency, not a pass/fail test: round trips between a sync
+/// thread and a peer that must be woken for every item (spin 0, so every
+/// wait sleeps), with the peer (a) a sync thread on the futex, (b) a tokio
+/// task woken through the waiter thread, (c) tokio's own mpsc for
+/// comparison. Run: `cargo test -p shmqueue --features tokio --release
+/// --test aio -- --ignored --nocapture wake_up_latency`.
+#[test]
+#[ignore]
+fn wake_up_latency() {
+    const ROUNDS: u64 = 20_000;
+    let pair = || {
+        let a = Spsc::<u64>::builder()
+            .capacity(4)
+            .spin(0)
+            .create_memfd()
+            .unwrap();
+        let b = Spsc::<u64>::builder()
+            .capacity(4)
+            .spin(0)
+            .create_memfd()
+            .unwrap();
+        let ends = (
+            a.producer().unwrap(),
+            a.consumer().unwrap(),
+            b.producer().unwrap(),
+            b.consumer().unwrap(),
+        );
+        (a, b, ends)
+    };
+    let report = |what: &str, took: Duration| {
+        eprintln!(
+            "{what}: {:.1} us per round trip (two wake-ups)",
+            took.as_secs_f64() * 1e6 / ROUNDS as f64
+        );
+    };
+
+    // (a) sync thread <-> sync thread.
+    let (_a, _b, (mut tx1, mut rx1, mut tx2, mut rx2)) = pair();
+    let echo = std::thread::spawn(move || {
+        for _ in 0..ROUNDS {
+            let v = rx1.pop_timeout(DEADLINE).unwrap();
+            tx2.push(v).unwrap();
+        }
+    });
+    let t = Instant::now();
+    for i in 0..ROUNDS {
+        tx1.push(i).unwrap();
+        assert_eq!(rx2.pop_timeout(DEADLINE), Ok(i));
+    }
+    report("sync futex <-> sync futex", t.elapsed());
+    echo.join().unwrap();
+
+    // (b) sync thread <-> tokio task (current-thread runtime on its thread).
+    let (_a, _b, (mut tx1, mut rx1, mut tx2, mut rx2)) = pair();
+    let echo = std::thread::spawn(move || {
+        current_thread().block_on(async {
+            for _ in 0..ROUNDS {
+                let v = rx1.pop_async().await.unwrap();
+                tx2.push_async(v).await.unwrap();
+            }
+        })
+    });
+    let t = Instant::now();
+    for i in 0..ROUNDS {
+        tx1.push(i).unwrap();
+        assert_eq!(rx2.pop_timeout(DEADLINE), Ok(i));
+    }
+    report("sync futex <-> pop_async task", t.elapsed());
+    echo.join().unwrap();
+
+    // (c) the same shape over tokio's mpsc.
+    let (tx1, mut rx1) = tokio::sync::mpsc::channel::<u64>(4);
+    let (tx2, mut rx2) = tokio::sync::mpsc::channel::<u64>(4);
+    let echo = std::thread::spawn(move || {
+        current_thread().block_on(async {
+            for _ in 0..ROUNDS {
+                let v = rx1.recv().await.unwrap();
+                tx2.send(v).await.unwrap();
+            }
+        })
+    });
+    let t = Instant::now();
+    for i in 0..ROUNDS {
+        tx1.blocking_send(i).unwrap();
+        assert_eq!(rx2.blocking_recv(), Some(i));
+    }
+    report("blocking <-> tokio mpsc task", t.elapsed());
+    echo.join().unwrap();
+}
