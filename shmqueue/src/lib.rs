@@ -61,6 +61,8 @@
 // Under loom the shared-memory half (segment, OFD locks) is not used.
 #![cfg_attr(shmqueue_loom, allow(dead_code, unused_imports))]
 
+#[cfg(any(feature = "tokio", shmqueue_loom))]
+pub mod aio;
 pub mod broadcast;
 pub mod bytes;
 #[doc(hidden)]
@@ -134,6 +136,10 @@ pub fn compiled_mutation() -> Option<&'static str> {
             "bytes_relaxed_publish",
         ),
         (cfg!(shmqueue_mutation = "bcast_no_gate"), "bcast_no_gate"),
+        (
+            cfg!(shmqueue_mutation = "async_no_recheck"),
+            "async_no_recheck",
+        ),
         (
             cfg!(shmqueue_mutation = "bcast_no_recheck"),
             "bcast_no_recheck",

@@ -35,6 +35,11 @@
 //! An entry whose last holder died with an unresolved claim is not reused
 //! until the claim is resolved, so the evidence cannot be erased.
 
+#[cfg(any(feature = "tokio", shmqueue_loom))]
+mod asyncio;
+#[cfg(feature = "tokio")]
+pub use asyncio::PopStream;
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;

@@ -13,6 +13,14 @@ pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(shmqueue_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
+/// The async waiter's registry lock (`aio/reactor.rs`): loom's under loom,
+/// so the models explore every interleaving of registration and waking.
+#[cfg(all(feature = "tokio", not(shmqueue_loom)))]
+pub(crate) use std::sync::Mutex;
+
+#[cfg(shmqueue_loom)]
+pub(crate) use loom::sync::Mutex;
+
 /// Give the CPU away: on a 2-core machine a spinning endpoint that shares its
 /// core with the peer it waits for must let that peer run.
 #[cfg(shmqueue_loom)]
@@ -50,4 +58,20 @@ pub(crate) fn futex_wait_model(
 pub(crate) fn futex_wake_all_model(_word: &AtomicU32) {
     let _guard = FUTEX.0.lock().unwrap();
     FUTEX.1.notify_all();
+}
+
+/// The loom model of `futex_waitv` (the async waiter thread's sleep): one
+/// compare of every word and the sleep, atomic with respect to
+/// [`futex_wake_all_model`] because both hold the model's mutex, as the
+/// kernel makes the compare-and-queue of every word atomic with a wake.
+/// Never times out, so a lost wake-up is a deadlock that loom reports.
+#[cfg(shmqueue_loom)]
+pub(crate) fn futex_waitv_model<'a>(words: impl IntoIterator<Item = (&'a AtomicU32, u32)>) {
+    let guard = FUTEX.0.lock().unwrap();
+    if words
+        .into_iter()
+        .all(|(w, expected)| w.load(Ordering::SeqCst) == expected)
+    {
+        drop(FUTEX.1.wait(guard).unwrap());
+    }
 }

@@ -115,6 +115,12 @@ impl Deadline {
         })
     }
 
+    /// The absolute `CLOCK_MONOTONIC` time, for a futex call.
+    #[cfg(all(feature = "tokio", not(shmqueue_loom)))]
+    pub(crate) fn timespec(&self) -> &Timespec {
+        &self.0
+    }
+
     fn key(self) -> (i64, i64) {
         (self.0.tv_sec, self.0.tv_nsec)
     }
@@ -326,10 +332,10 @@ pub fn slice_wakeups() -> u64 {
 
 /// A ticket to sleep on, from [`Event::prepare`].
 pub(crate) struct Ticket {
-    epoch: u32,
+    pub(crate) epoch: u32,
     /// The heavy fence could not be issued: light notifiers may be missed,
     /// so sleep only briefly.
-    short: bool,
+    pub(crate) short: bool,
 }
 
 impl Event {

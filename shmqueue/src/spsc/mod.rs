@@ -32,10 +32,14 @@ use crate::sync::Ordering;
 use crate::wait::{Throttle, DEFAULT_SPIN};
 use crate::Error;
 
+#[cfg(any(feature = "tokio", shmqueue_loom))]
+mod asyncio;
 mod consumer;
 mod producer;
 mod window;
 
+#[cfg(feature = "tokio")]
+pub use asyncio::PopStream;
 pub use consumer::Consumer;
 use consumer::ConsumerLocal;
 pub use producer::Producer;

@@ -1,0 +1,175 @@
+//! Async endpoints (feature `tokio`): await a queue from any executor,
+//! woken by the peer's publish, with no polling and no thread per waiter.
+//!
+//! The async forms are methods of the endpoints themselves:
+//!
+//! | endpoint | await | stream |
+//! |---|---|---|
+//! | [`spsc::Consumer`](crate::spsc::Consumer) | [`pop_async`](crate::spsc::Consumer::pop_async) | [`into_stream`](crate::spsc::Consumer::into_stream) |
+//! | [`spsc::Producer`](crate::spsc::Producer) | [`push_async`](crate::spsc::Producer::push_async) | |
+//! | [`mpmc::Consumer`](crate::mpmc::Consumer) | [`pop_async`](crate::mpmc::Consumer::pop_async) | [`into_stream`](crate::mpmc::Consumer::into_stream) |
+//! | [`mpmc::Producer`](crate::mpmc::Producer) | [`push_async`](crate::mpmc::Producer::push_async) | |
+//!
+//! Timeouts are the executor's (`tokio::time::timeout`); every method is
+//! cancel safe (see each one's docs), so a timed-out or `select!`-ed
+//! future loses nothing.
+//!
+//! ```
+//! # #[cfg(feature = "tokio")] {
+//! use shmqueue::Spsc;
+//! # let name = format!("/doc-aio-{}", std::process::id());
+//! let q = Spsc::<u64>::create(&name, 16)?;
+//! let (mut tx, mut rx) = (q.producer()?, q.consumer()?);
+//! // Any executor works; the waker is all the library needs.
+//! let got = std::thread::scope(|s| {
+//!     s.spawn(|| tx.push(7).unwrap());
+//!     block_on(rx.pop_async())
+//! });
+//! assert_eq!(got, Ok(7));
+//! # shmqueue::unlink(&name)?;
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     use std::task::{Context, Poll, Wake, Waker};
+//! #     struct T(std::thread::Thread);
+//! #     impl Wake for T { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+//! #     let w = Waker::from(std::sync::Arc::new(T(std::thread::current())));
+//! #     let mut cx = Context::from_waker(&w);
+//! #     let mut f = std::pin::pin!(f);
+//! #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } std::thread::park() }
+//! # }
+//! # }
+//! # Ok::<(), shmqueue::Error>(())
+//! ```
+//!
+//! # How a task is woken
+//!
+//! An awaiting endpoint follows the sync waiting protocol (docs/DESIGN.md,
+//! "Waiting protocol") up to the point where a thread would call
+//! `futex_wait`: it arms the event (`armed = 1`), issues the heavy fence
+//! F1 and re-checks the ring. If the ring is still not ready, it hands
+//! (epoch word, epoch value it armed at, `Waker`) to a waiter thread of
+//! this process and returns `Pending`. A waiter thread sleeps on up to 127
+//! such words at once with `futex_waitv` (Linux 5.16+), plus a private
+//! doorbell word that a new registration rings; when the call returns it
+//! compares every word with the value it was registered with and wakes the
+//! tasks whose word moved. Notifiers are unchanged: a sync producer in a
+//! process that never uses async bumps the epoch and wakes the futex as
+//! always, and the kernel wakes the waiter thread.
+//!
+//! So nothing is lost: the Dekker pair of F1 and the notifier's light
+//! fence F2 guarantees that a publication the re-check missed bumps the
+//! epoch past the registered value, and the waiter thread compares values
+//! (in the kernel, atomically with queueing, and again after every return),
+//! not wake-ups; a bump that happens before the word is even listed makes
+//! `futex_waitv` return at once. The hot path is untouched: with nobody
+//! waiting, a push or pop is the same code as without this feature.
+//!
+//! Every registration is also woken every 100 ms (the liveness slice of a
+//! blocked sync endpoint), so that its endpoint notices a peer that died
+//! without notifying. Such a wake re-checks the ring (and, throttled, the
+//! peer's liveness lock) and renews the registration without re-arming:
+//! the epoch has not moved, so the first arm still covers every
+//! publication since.
+//!
+//! Without `futex_waitv` (ENOSYS on Linux < 5.16, or EPERM from a seccomp
+//! filter), a waiter thread says so once on stderr and compares its words
+//! every 1 ms instead: correct, with up to 1 ms more latency and ~1000
+//! wake-ups a second while anything is awaited.
+
+pub(crate) mod reactor;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::header::Event;
+use crate::mapping::Ring;
+use crate::sync::Ordering;
+use reactor::Registration;
+
+/// The state of one awaiting future (or stream) between polls: the epoch
+/// it armed the event at, and its registration with a waiter thread.
+/// Dropping it withdraws the registration.
+#[derive(Default)]
+pub(crate) struct AsyncWait {
+    /// The epoch of this future's last arm (`Event::prepare`), unless its
+    /// heavy fence could not be issued (then every wait re-arms).
+    armed: Option<u32>,
+    reg: Option<Registration>,
+}
+
+impl AsyncWait {
+    pub(crate) fn new() -> AsyncWait {
+        AsyncWait::default()
+    }
+
+    /// One poll of a wait on `event` (of `ring`) for `attempt` to give a
+    /// result. `attempt` must re-read the shared state on every call: after
+    /// the arm it is the protocol's re-check.
+    pub(crate) fn poll<R>(
+        &mut self,
+        ring: &Arc<Ring>,
+        event: &Event,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut() -> Option<R>,
+    ) -> Poll<R> {
+        if let Some(r) = attempt() {
+            self.finish();
+            return Poll::Ready(r);
+        }
+        let (epoch, short) = match self.armed {
+            // Woken by a liveness tick (or spuriously) and nothing moved:
+            // the arm at `e` still stands. Every publication the re-check
+            // after it missed bumps the epoch past `e` (that is what the
+            // Dekker pair guarantees), so waiting for `e` to change again
+            // needs no new arm and no new fence: no membarrier per tick.
+            Some(e) if event.epoch.load(Ordering::Acquire) == e => (e, false),
+            _ => {
+                let ticket = event.prepare();
+                // The re-check after F1. (Mutation for the loom suite: skip
+                // it, and a publication between the first attempt and the
+                // arm is never seen: loom-tests/README.md.)
+                #[cfg(not(shmqueue_mutation = "async_no_recheck"))]
+                if let Some(r) = attempt() {
+                    event.cancel();
+                    self.finish();
+                    return Poll::Ready(r);
+                }
+                self.armed = (!ticket.short).then_some(ticket.epoch);
+                (ticket.epoch, ticket.short)
+            }
+        };
+        reactor::register(&mut self.reg, ring, &event.epoch, epoch, short, cx.waker());
+        Poll::Pending
+    }
+
+    /// The wait is over: withdraw from the waiter thread (if it still lists
+    /// us) and forget the arm, so the next wait starts afresh.
+    fn finish(&mut self) {
+        self.armed = None;
+        self.reg = None;
+    }
+}
+
+/// How many async waiter threads this process has started, and how many
+/// waits are registered with them right now (for tests: a wait is
+/// registered once its future has returned `Pending`, until it is woken
+/// by its word moving or dropped).
+#[cfg(not(shmqueue_loom))]
+#[doc(hidden)]
+pub fn census() -> (usize, usize) {
+    reactor::census()
+}
+
+/// loom models only: run this execution's async waiter thread (call it in
+/// a `loom::thread`) until [`model_stop_waiter`].
+#[cfg(shmqueue_loom)]
+#[doc(hidden)]
+pub fn model_run_waiter() {
+    reactor::model_run();
+}
+
+/// loom models only: make [`model_run_waiter`] return.
+#[cfg(shmqueue_loom)]
+#[doc(hidden)]
+pub fn model_stop_waiter() {
+    reactor::model_stop();
+}

@@ -1,0 +1,173 @@
+//! Async forms of the MPMC endpoints (feature `tokio`; see `crate::aio`).
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use bytemuck::Pod;
+
+use crate::aio::AsyncWait;
+use crate::error::{PopError, PushError, TryPopError};
+
+#[cfg(shmqueue_loom)]
+use super::PushOutcome::Died;
+use super::PushOutcome::{Corrupt, Disconnected, Full, Pushed};
+use super::{pop_impl, push_impl, Consumer, Producer};
+
+impl<T: Pod> Consumer<T> {
+    /// Pop, waiting asynchronously while the queue is empty: the task is
+    /// woken by a producer's publish (sync or async, in any process),
+    /// through this process's waiter thread; nothing polls.
+    /// [`PopError::Disconnected`] once the queue is drained and every
+    /// producer has gone. Never
+    /// [`PopError::Timeout`]: time out with the executor's timer
+    /// (`tokio::time::timeout`).
+    ///
+    /// **Cancel safe.** An item leaves the queue only in the poll that
+    /// returns it, so a future dropped before it completed (a `select!`
+    /// that took another branch, a timeout) has taken nothing: the next pop
+    /// gets the item.
+    pub async fn pop_async(&mut self) -> Result<T, PopError> {
+        let mut wait = AsyncWait::new();
+        poll_fn(|cx| self.poll_pop(&mut wait, cx)).await
+    }
+
+    pub(super) fn poll_pop(
+        &mut self,
+        wait: &mut AsyncWait,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, PopError>> {
+        let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
+        let event = &att.header().events.not_empty;
+        wait.poll(att.ring(), event, cx, || {
+            match pop_impl(att, shape, local) {
+                Ok(v) => Some(Ok(v)),
+                Err(TryPopError::Empty) => None,
+                Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
+                Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
+            }
+        })
+    }
+}
+
+impl<T: Pod> Producer<T> {
+    /// Push, waiting asynchronously while the queue is full: the task is
+    /// woken when a consumer frees a slot. Fails only if every consumer
+    /// goes away (including their processes dying) or the segment is corrupt,
+    /// with the value in the error. Never [`PushError::Timeout`]: time out
+    /// with the executor's timer.
+    ///
+    /// **Cancel safe.** The value is written and published in the one poll
+    /// that returns `Ready(Ok(()))`; a future dropped before it completed
+    /// has written nothing, and the caller still has the value (`T` is
+    /// `Pod`, so `Copy`). A push is never half-published: either the
+    /// future completed and the item is in the queue, or it is not.
+    pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
+        let mut wait = AsyncWait::new();
+        poll_fn(|cx| {
+            let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
+            let event = &att.header().events.not_full;
+            wait.poll(att.ring(), event, cx, || {
+                match push_impl(att, shape, local, &value) {
+                    #[cfg(shmqueue_loom)]
+                    Died => Some(Err(PushError::Disconnected(value))),
+                    Pushed => Some(Ok(())),
+                    Full => None,
+                    Disconnected => Some(Err(PushError::Disconnected(value))),
+                    Corrupt(c) => Some(Err(PushError::Corrupt(value, c))),
+                }
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(feature = "tokio")]
+pub use stream::PopStream;
+
+#[cfg(feature = "tokio")]
+mod stream {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytemuck::Pod;
+
+    use crate::aio::AsyncWait;
+    use crate::error::{Corruption, PopError};
+
+    use super::Consumer;
+
+    /// A [`Consumer`] as a [`futures_core::Stream`] of its items, from
+    /// [`Consumer::into_stream`]. The stream ends (`None`) once the queue is
+    /// drained and every producer has gone; a corrupt segment yields one
+    /// `Err` and then ends.
+    ///
+    /// **Cancel safe**, as [`Consumer::pop_async`]: an item leaves the queue
+    /// only in the `poll_next` that returns it, so a `next()` future
+    /// dropped before it completed has taken nothing.
+    pub struct PopStream<T> {
+        rx: Consumer<T>,
+        wait: AsyncWait,
+        done: bool,
+    }
+
+    impl<T> std::fmt::Debug for PopStream<T> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("mpmc::PopStream")
+                .field("consumer", &self.rx)
+                .field("done", &self.done)
+                .finish()
+        }
+    }
+
+    impl<T: Pod> Consumer<T> {
+        /// This consumer as a [`futures_core::Stream`] (feature `tokio`).
+        pub fn into_stream(self) -> PopStream<T> {
+            PopStream {
+                rx: self,
+                wait: AsyncWait::new(),
+                done: false,
+            }
+        }
+    }
+
+    impl<T: Pod> PopStream<T> {
+        /// The consumer, for its other methods.
+        pub fn get_mut(&mut self) -> &mut Consumer<T> {
+            &mut self.rx
+        }
+
+        /// The consumer back.
+        pub fn into_inner(self) -> Consumer<T> {
+            self.rx
+        }
+    }
+
+    impl<T: Pod> futures_core::Stream for PopStream<T> {
+        type Item = Result<T, Corruption>;
+
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            let this = self.get_mut();
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.rx.poll_pop(&mut this.wait, cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(v)) => Poll::Ready(Some(Ok(v))),
+                Poll::Ready(Err(PopError::Corrupt(c))) => {
+                    this.done = true;
+                    Poll::Ready(Some(Err(c)))
+                }
+                Poll::Ready(Err(_)) => {
+                    this.done = true;
+                    Poll::Ready(None)
+                }
+            }
+        }
+    }
+
+    impl<T: Pod> futures_core::FusedStream for PopStream<T> {
+        fn is_terminated(&self) -> bool {
+            self.done
+        }
+    }
+}
