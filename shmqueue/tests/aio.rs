@@ -457,7 +457,7 @@ fn a_sigkilled_producer_surfaces_as_disconnected_in_the_awaiting_task_within_a_s
 /// comparison. Run: `cargo test -p shmqueue --features tokio --release
 /// --test aio -- --ignored --nocapture wake_up_latency`.
 #[test]
-#[ignore]
+#[ignore = "a latency measurement, not a pass/fail test: run it with --ignored (see above)"]
 fn wake_up_latency() {
     const ROUNDS: u64 = 20_000;
     let pair = || {
@@ -538,4 +538,85 @@ fn wake_up_latency() {
     }
     report("blocking <-> tokio mpsc task", t.elapsed());
     echo.join().unwrap();
+}
+
+/// One wait that really sleeps in this process's waiter thread: a task
+/// awaits an empty ring, and a thread pushes once the census lists it.
+fn one_woken_wait() -> Result<(), String> {
+    let q = Spsc::<u64>::builder()
+        .capacity(4)
+        .create_memfd()
+        .map_err(|e| e.to_string())?;
+    let (mut tx, mut rx) = (
+        q.producer().map_err(|e| e.to_string())?,
+        q.consumer().map_err(|e| e.to_string())?,
+    );
+    let pusher = std::thread::spawn(move || {
+        let end = Instant::now() + DEADLINE;
+        while shmqueue::aio::census().1 < 1 {
+            if Instant::now() > end {
+                return Err("the task never registered".to_string());
+            }
+            std::thread::yield_now();
+        }
+        tx.push(7).map_err(|e| e.to_string())
+    });
+    // A timer that fires re-polls the future, which then finds the item:
+    // so "never woken" shows as taking the whole timer, not as a timeout.
+    let limit = Duration::from_secs(5);
+    let start = Instant::now();
+    let got =
+        current_thread().block_on(async { tokio::time::timeout(limit, rx.pop_async()).await });
+    let took = start.elapsed();
+    pusher.join().map_err(|_| "pusher panicked".to_string())??;
+    match got {
+        Ok(Ok(7)) if took < limit => Ok(()),
+        Ok(Ok(7)) => Err(format!("pop_async woken only by the {limit:?} timer")),
+        Ok(r) => Err(format!("pop_async gave {r:?}")),
+        Err(_) => Err("pop_async was never woken".to_string()),
+    }
+}
+
+#[test]
+fn a_child_forked_after_async_use_gets_waiter_threads_of_its_own() {
+    if child_role().is_some() {
+        // In a process of its own: start a waiter thread here, then fork.
+        // The forked child has this process's shard list but not its
+        // threads; its own async wait must still be woken.
+        run_child(|| {
+            one_woken_wait()?;
+            // SAFETY: the child only runs `one_woken_wait` (its own new
+            // runtime, ring and threads) and `_exit`s; the parent waits.
+            match unsafe { nix::unistd::fork() }.map_err(|e| e.to_string())? {
+                nix::unistd::ForkResult::Child => {
+                    let code = match one_woken_wait() {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("forked child: {e}");
+                            1
+                        }
+                    };
+                    // SAFETY: `_exit` ends the process without running the
+                    // parent's atexit handlers or destructors twice.
+                    unsafe { libc::_exit(code) }
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    let st = nix::sys::wait::waitpid(child, None).map_err(|e| e.to_string())?;
+                    match st {
+                        nix::sys::wait::WaitStatus::Exited(_, 0) => {}
+                        s => return Err(format!("forked child: {s:?}")),
+                    }
+                }
+            }
+            tell_parent("ok");
+            Ok(())
+        });
+    }
+    let mut child = spawn(
+        "a_child_forked_after_async_use_gets_waiter_threads_of_its_own",
+        "fork",
+        &[],
+    );
+    assert_eq!(child.expect_line(), "ok");
+    child.success();
 }

@@ -30,6 +30,19 @@ pub(crate) struct Shard {
     /// cannot be waiting on yet bumps it and wakes it, so the thread returns
     /// from `futex_waitv` and rebuilds its list.
     doorbell: AtomicU32,
+    /// The process whose thread serves this shard. A child forked after
+    /// the parent used async has the parent's shards in memory but not
+    /// their threads: a wait registered there would never be woken, so a
+    /// shard of another pid is never used (see `register` and `add`).
+    pid: u32,
+}
+
+/// This process's id (the shards' owner check; a fork changes it).
+fn current_pid() -> u32 {
+    rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs()
 }
 
 struct State {
@@ -95,6 +108,7 @@ impl Shard {
                 stop: false,
             }),
             doorbell: AtomicU32::new(0),
+            pid: current_pid(),
         }
     }
 
@@ -193,7 +207,9 @@ pub(crate) fn register(
 ) {
     let until = short.then(|| Deadline::after(Duration::from_millis(1)));
     if let Some(r) = reg {
-        if r.shard.renew(r.id, expected, until, waker) {
+        // A registration made before a fork names a shard whose thread is
+        // the parent's: register anew with one of this process's own.
+        if r.shard.pid == current_pid() && r.shard.renew(r.id, expected, until, waker) {
             return;
         }
     }
@@ -234,6 +250,13 @@ pub(crate) fn census() -> (usize, usize) {
 #[cfg(not(shmqueue_loom))]
 fn add(mut entry: Entry) -> Registration {
     let mut shards = SHARDS.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = current_pid();
+    if shards.first().is_some_and(|s| s.pid != pid) {
+        // Forked: these shards' threads are the parent's and do not exist
+        // here. Forget them (not dropped: their locks may have been held
+        // by a parent thread at the fork) and start this process's own.
+        std::mem::forget(std::mem::take(&mut *shards));
+    }
     for shard in shards.iter() {
         match shard.try_add(entry) {
             Ok(id) => {
