@@ -620,3 +620,199 @@ fn a_child_forked_after_async_use_gets_waiter_threads_of_its_own() {
     assert_eq!(child.expect_line(), "ok");
     child.success();
 }
+
+// --------------------------------------------------------------------------
+// Broadcast
+// --------------------------------------------------------------------------
+
+use shmqueue::broadcast::{self, Broadcast, Start};
+
+#[test]
+fn broadcast_async_subscriber_gets_a_million_from_a_sync_publisher_process_beside_a_sync_one() {
+    const TEST: &str =
+        "broadcast_async_subscriber_gets_a_million_from_a_sync_publisher_process_beside_a_sync_one";
+    match child_role().as_deref() {
+        Some("publisher") => run_child(|| {
+            let mut tx = Broadcast::<u64>::open(&child_arg("NAME"))
+                .and_then(|q| q.publisher())
+                .map_err(|e| e.to_string())?;
+            for i in 0..MILLION {
+                tx.publish(i).map_err(|e| format!("publish {i}: {e}"))?;
+            }
+            Ok(())
+        }),
+        Some("subscriber") => run_child(|| {
+            let mut rx = Broadcast::<u64>::open(&child_arg("NAME"))
+                .and_then(|q| q.subscribe(Start::Oldest))
+                .map_err(|e| e.to_string())?;
+            tell_parent("subscribed");
+            for expected in 0..MILLION {
+                match rx.recv_timeout(DEADLINE) {
+                    Ok(v) if v == expected => {}
+                    other => return Err(format!("item {expected}: got {other:?}")),
+                }
+            }
+            match rx.recv_timeout(DEADLINE) {
+                Err(broadcast::RecvError::Disconnected) => Ok(()),
+                other => Err(format!("after the last: {other:?}")),
+            }
+        }),
+        _ => {}
+    }
+    let shm = Shm::new("aio-bcast");
+    // Lossless: both subscribers gate the publisher, so the async one's
+    // wake-ups pace it as much as the sync one's do.
+    let q = Broadcast::<u64>::builder()
+        .capacity(1024)
+        .lossless()
+        .create(shm.name())
+        .unwrap();
+    let mut rx = q.subscribe(Start::Oldest).unwrap();
+    let mut sub = spawn(TEST, "subscriber", &[("NAME", shm.0.clone())]);
+    assert_eq!(sub.expect_line(), "subscribed");
+    let mut publisher = spawn(TEST, "publisher", &[("NAME", shm.0.clone())]);
+    runtime().block_on(async {
+        // Half through recv_async, the rest through the stream.
+        for expected in 0..MILLION / 2 {
+            match within("recv_async", rx.recv_async()).await {
+                Ok(v) if v == expected => {}
+                other => panic!("item {expected}: got {other:?}"),
+            }
+        }
+        let mut stream = rx.into_stream();
+        for expected in MILLION / 2..MILLION {
+            match within("stream", next(&mut stream)).await {
+                Some(Ok(v)) if v == expected => {}
+                other => panic!("item {expected}: got {other:?}"),
+            }
+        }
+        publisher.success();
+        // Everything read and the publisher gone: the stream ends, and a
+        // recv_async says Disconnected.
+        assert!(within("stream end", next(&mut stream)).await.is_none());
+        let mut rx = stream.into_inner();
+        assert_eq!(
+            within("recv_async at the end", rx.recv_async()).await,
+            Err(broadcast::RecvError::Disconnected)
+        );
+    });
+    sub.success();
+}
+
+#[test]
+fn broadcast_recv_async_reports_lagged_and_evicted_as_recv_does() {
+    let q = Broadcast::<u64>::builder()
+        .capacity(4)
+        .overwrite()
+        .create_memfd()
+        .unwrap();
+    let mut tx = q.publisher().unwrap();
+    let mut rx = q.subscribe(Start::Latest).unwrap();
+    let mut sync_rx = q.subscribe(Start::Latest).unwrap();
+    for i in 0..10 {
+        tx.publish(i).unwrap();
+    }
+    current_thread().block_on(async {
+        let got = within("lagged", rx.recv_async()).await;
+        assert_eq!(got, sync_rx.recv());
+        assert!(matches!(
+            got,
+            Err(broadcast::RecvError::Lagged { missed: 7 })
+        ));
+        for _ in 0..3 {
+            assert_eq!(
+                within("after the lap", rx.recv_async()).await,
+                sync_rx.recv()
+            );
+        }
+        // The stream yields the report and goes on.
+        for i in 10..20 {
+            tx.publish(i).unwrap();
+        }
+        let mut s = rx.into_stream();
+        assert!(matches!(
+            within("stream lag", next(&mut s)).await,
+            Some(Err(broadcast::RecvError::Lagged { missed: 7 }))
+        ));
+        assert_eq!(within("stream", next(&mut s)).await, Some(Ok(17)));
+    });
+
+    // Lossless with a max_lag: a subscriber that holds the ring full past
+    // it is evicted, and recv_async says so with the count.
+    let q = Broadcast::<u64>::builder()
+        .capacity(4)
+        .lossless()
+        .max_lag(Duration::from_millis(1))
+        .create_memfd()
+        .unwrap();
+    let mut tx = q.publisher().unwrap();
+    let mut rx = q.subscribe(Start::Latest).unwrap();
+    current_thread().block_on(async {
+        for i in 0..8 {
+            // The fifth waits until the subscriber is evicted (after 1 ms
+            // of a full ring, noticed at the liveness tick at the latest).
+            within("publish_async", tx.publish_async(i)).await.unwrap();
+        }
+        match within("evicted", rx.recv_async()).await {
+            Err(broadcast::RecvError::Evicted { missed }) => assert!(missed > 0),
+            other => panic!("{other:?}"),
+        }
+        let next = within("after eviction", rx.recv_async()).await.unwrap();
+        assert!(next < 8);
+    });
+}
+
+#[test]
+fn a_sigkilled_subscriber_stops_gating_an_awaiting_lossless_publisher_within_a_second() {
+    const TEST: &str =
+        "a_sigkilled_subscriber_stops_gating_an_awaiting_lossless_publisher_within_a_second";
+    const CAP: u64 = 16;
+    if child_role().is_some() {
+        run_child(|| {
+            let _rx = Broadcast::<u64>::open(&child_arg("NAME"))
+                .and_then(|q| q.subscribe(Start::Latest))
+                .map_err(|e| e.to_string())?;
+            tell_parent("subscribed");
+            // Gate the publisher, reading nothing, until killed (the
+            // parent's deadline bounds it).
+            loop {
+                std::thread::park();
+            }
+        });
+    }
+    let shm = Shm::new("aio-bcast-kill");
+    let q = Broadcast::<u64>::builder()
+        .capacity(CAP as usize)
+        .lossless()
+        .create(shm.name())
+        .unwrap();
+    let mut tx = q.publisher().unwrap();
+    let mut child = spawn(TEST, "subscriber", &[("NAME", shm.0.clone())]);
+    assert_eq!(child.expect_line(), "subscribed");
+    for i in 0..CAP {
+        tx.try_publish(i).unwrap();
+    }
+    assert!(tx.try_publish(CAP).is_err(), "the ring should be full");
+    let rt = runtime();
+    let before = shmqueue::aio::census().1;
+    let task = rt.spawn(async move {
+        let r = tx.publish_async(CAP).await;
+        (r, Instant::now(), tx)
+    });
+    // The publish has found the ring full and registered its wait.
+    let end = Instant::now() + DEADLINE;
+    while shmqueue::aio::census().1 <= before {
+        assert!(Instant::now() < end, "publish_async never registered");
+        std::thread::yield_now();
+    }
+    assert!(!task.is_finished(), "published into a full ring");
+    let killed = Instant::now();
+    child.sigkill();
+    let (r, at, tx) = rt.block_on(async { within("awaiting publisher", task).await.unwrap() });
+    assert!(r.is_ok(), "{r:?}");
+    let took = at.saturating_duration_since(killed);
+    eprintln!("SIGKILLed subscriber stopped gating the awaiting publisher after {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(tx.position(), CAP + 1);
+    assert!(q.stats().subscribers.is_empty(), "{:?}", q.stats());
+}
