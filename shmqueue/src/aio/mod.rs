@@ -143,7 +143,7 @@ impl AsyncWait {
 
     /// The wait is over: withdraw from the waiter thread (if it still lists
     /// us) and forget the arm, so the next wait starts afresh.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.armed = None;
         self.reg = None;
     }

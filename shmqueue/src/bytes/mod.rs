@@ -48,6 +48,8 @@ use crate::sync::Ordering;
 use crate::wait::{Throttle, DEFAULT_SPIN};
 use crate::Error;
 
+#[cfg(any(feature = "tokio", shmqueue_loom))]
+mod asyncio;
 mod consumer;
 mod error;
 mod producer;
