@@ -1158,3 +1158,98 @@ fn a_dropped_recv_async_keeps_the_fragments_it_took() {
     assert!(buf == msg, "the message, whole and once");
     assert_eq!(rx.try_recv(&mut buf), Err(shmqueue::RecvError::Empty));
 }
+
+// --------------------------------------------------------------------------
+// Byte ring as AsyncRead / AsyncWrite (feature tokio-io)
+// --------------------------------------------------------------------------
+
+#[cfg(feature = "tokio-io")]
+#[test]
+fn bytes_async_reader_streams_every_byte_from_a_sync_producer_process() {
+    use tokio::io::AsyncReadExt;
+    const MESSAGES: usize = 1_000;
+    const SEED: u64 = 0xa5_7ead;
+    if child_role().is_some() {
+        run_child(|| {
+            let mut tx = ByteRing::open(&child_arg("NAME"))
+                .and_then(|q| q.producer())
+                .map_err(|e| e.to_string())?;
+            let mut rng = Rng(SEED);
+            let mut buf = Vec::with_capacity(MIB);
+            for i in 0..MESSAGES {
+                let len = message_size(&mut rng, i);
+                fill_message(i, len, &mut buf);
+                tx.send(&buf).map_err(|e| format!("send {i}: {e}"))?;
+            }
+            Ok(())
+        });
+    }
+    let shm = Shm::new("aio-bytes-read");
+    let q = ByteRing::create(shm.name(), 64 << 10).unwrap();
+    let mut reader = q.consumer().unwrap().into_async_read();
+    let mut child = spawn(
+        "bytes_async_reader_streams_every_byte_from_a_sync_producer_process",
+        "producer",
+        &[("NAME", shm.0.clone())],
+    );
+    runtime().block_on(async {
+        // The messages' bytes back to back, read in odd-sized pieces so
+        // reads end inside records and records end inside reads.
+        let mut rng = Rng(SEED);
+        let mut piece = vec![0u8; 7919];
+        for i in 0..MESSAGES {
+            let len = message_size(&mut rng, i);
+            let mut j = 0;
+            while j < len {
+                let want = (len - j).min(piece.len());
+                let n = within("read", reader.read(&mut piece[..want]))
+                    .await
+                    .unwrap();
+                assert!(n > 0, "message {i}: end of file at byte {j}");
+                for (k, &b) in piece[..n].iter().enumerate() {
+                    assert_eq!(b, message_byte(i, j + k), "message {i} byte {}", j + k);
+                }
+                j += n;
+            }
+        }
+        child.success();
+        // Everything read and the producer gone: end of file.
+        assert_eq!(within("eof", reader.read(&mut piece)).await.unwrap(), 0);
+    });
+}
+
+#[cfg(feature = "tokio-io")]
+#[test]
+fn bytes_async_writer_to_async_reader_with_shutdown_as_end_of_file() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let q = ByteRing::builder().capacity(4096).create_memfd().unwrap();
+    let mut w = q.producer().unwrap().into_async_write();
+    let mut r = q.consumer().unwrap().into_async_read();
+    let data: Vec<u8> = (0..3 * MIB).map(|j| message_byte(1, j)).collect();
+    current_thread().block_on(async {
+        let (wrote, read) = tokio::join!(
+            async {
+                // Writes of every size from 1 byte to more than the ring.
+                let mut at = 0;
+                let mut size = 1;
+                while at < data.len() {
+                    let end = data.len().min(at + size);
+                    w.write_all(&data[at..end]).await?;
+                    at = end;
+                    size = size % 9000 + 97;
+                }
+                w.flush().await?;
+                w.shutdown().await
+            },
+            async {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.map(|_| got)
+            }
+        );
+        wrote.unwrap();
+        assert!(
+            read.unwrap() == data,
+            "the bytes, in order, then end of file"
+        );
+    });
+}

@@ -175,3 +175,301 @@ impl Producer {
         .await
     }
 }
+
+#[cfg(feature = "tokio-io")]
+pub use pipe::{AsyncReader, AsyncWriter};
+
+/// `tokio::io::AsyncRead` / `AsyncWrite` views of the endpoints (feature
+/// `tokio-io`): the byte ring as a pipe.
+#[cfg(feature = "tokio-io")]
+mod pipe {
+    use std::fmt;
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    use crate::aio::AsyncWait;
+
+    use super::super::consumer::{Mode, Next, Rec};
+    use super::super::error::{recv_io, send_io, RecvError, SendError};
+    use super::{Consumer, Producer};
+
+    /// A [`Consumer`] as a [`tokio::io::AsyncRead`], from
+    /// [`Consumer::into_async_read`]: the bytes of every message, in order,
+    /// with no boundaries between them (a pipe). Records are copied
+    /// straight from the ring into the caller's buffer and released as
+    /// they are read, so nothing is assembled in memory and a message of
+    /// any size streams through.
+    ///
+    /// A read returns 0 (end of file) once the ring is drained and the
+    /// producer has gone. A message abandoned part-way (its producer was
+    /// killed, or a `send_async` was dropped) fails one read with
+    /// `UnexpectedEof` wrapping [`RecvError::Truncated`]: the bytes of it
+    /// already read were real, and what follows is the next message. A
+    /// corrupt segment fails reads with `InvalidData`.
+    ///
+    /// **Cancel safe.** Bytes leave the ring only in the `poll_read` that
+    /// returns them in the buffer, so a read future dropped before it
+    /// completed has taken nothing.
+    pub struct AsyncReader {
+        c: Consumer,
+        /// Bytes already taken out of the ring by an earlier `recv` (a
+        /// message, or the start of one), read first.
+        pre: Vec<u8>,
+        pre_pos: usize,
+        /// The record being read (not yet released), and how far.
+        cur: Option<(Rec, usize)>,
+        /// The last record read had MORE: the next must be a continuation.
+        in_message: bool,
+        /// Passing over continuations of a message we never saw start.
+        skipping: bool,
+        wait: AsyncWait,
+    }
+
+    impl fmt::Debug for AsyncReader {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("bytes::AsyncReader")
+                .field("consumer", &self.c)
+                .field("in_message", &self.in_message)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Consumer {
+        /// This consumer as a [`tokio::io::AsyncRead`] pipe (feature
+        /// `tokio-io`). A message it had partly or wholly received is read
+        /// first.
+        pub fn into_async_read(mut self) -> AsyncReader {
+            let (pre, in_message, skipping) = match self.mode {
+                Mode::Ready => (std::mem::take(&mut self.partial), false, false),
+                Mode::Assembling => (std::mem::take(&mut self.partial), true, false),
+                Mode::Skipping => (Vec::new(), false, true),
+                Mode::Idle => (Vec::new(), false, false),
+            };
+            self.mode = Mode::Idle;
+            AsyncReader {
+                c: self,
+                pre,
+                pre_pos: 0,
+                cur: None,
+                in_message,
+                skipping,
+                wait: AsyncWait::new(),
+            }
+        }
+    }
+
+    impl AsyncReader {
+        /// The consumer back. A record partly read is released (the rest
+        /// of its bytes are skipped), as is anything read ahead.
+        pub fn into_inner(mut self) -> Consumer {
+            if let Some((rec, _)) = self.cur.take() {
+                self.c.release(rec.size);
+            }
+            if self.in_message {
+                self.c.mode = Mode::Skipping;
+            }
+            let mut c = self.c;
+            c.partial.clear();
+            c
+        }
+
+        /// One non-blocking read into `buf` (which has room): `None` if the
+        /// ring has nothing for us yet.
+        fn attempt(&mut self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
+            loop {
+                if self.pre_pos < self.pre.len() {
+                    let n = (self.pre.len() - self.pre_pos).min(buf.remaining());
+                    buf.put_slice(&self.pre[self.pre_pos..self.pre_pos + n]);
+                    self.pre_pos += n;
+                    if self.pre_pos == self.pre.len() {
+                        self.pre = Vec::new();
+                        self.pre_pos = 0;
+                    }
+                    return Some(Ok(()));
+                }
+                if let Some((rec, pos)) = self.cur {
+                    let n = (rec.len - pos).min(buf.remaining());
+                    self.c.copy_payload(rec, pos, buf.initialize_unfilled_to(n));
+                    buf.advance(n);
+                    if pos + n == rec.len {
+                        self.cur = None;
+                        self.c.release(rec.size);
+                    } else {
+                        self.cur = Some((rec, pos + n));
+                    }
+                    return Some(Ok(()));
+                }
+                let rec = match self.c.next_record() {
+                    Err(e) => return Some(Err(recv_io(e))),
+                    Ok(Next::Empty) => return None,
+                    Ok(Next::Gone) if self.in_message => {
+                        self.in_message = false;
+                        return Some(Err(recv_io(RecvError::Truncated)));
+                    }
+                    // End of file: nothing buffered is left unread.
+                    Ok(Next::Gone) => return Some(Ok(())),
+                    Ok(Next::Rec(r)) => r,
+                };
+                if self.skipping && rec.cont() {
+                    self.c.release(rec.size);
+                    self.skipping = rec.more();
+                    continue;
+                }
+                self.skipping = false;
+                if rec.cont() && !self.in_message {
+                    // The rest of a message whose start we never saw (this
+                    // consumer attached in its middle): pass over it.
+                    self.c.release(rec.size);
+                    self.skipping = rec.more();
+                    if rec.abort() {
+                        continue;
+                    }
+                    return Some(Err(recv_io(RecvError::Truncated)));
+                }
+                if !rec.cont() && self.in_message {
+                    // A new message began: the one in progress was
+                    // abandoned. The new record stays for the next read.
+                    self.in_message = false;
+                    return Some(Err(recv_io(RecvError::Truncated)));
+                }
+                if rec.abort() {
+                    self.c.release(rec.size);
+                    self.in_message = false;
+                    return Some(Err(recv_io(RecvError::Truncated)));
+                }
+                self.in_message = rec.more();
+                if rec.len == 0 {
+                    self.c.release(rec.size);
+                    continue;
+                }
+                self.cur = Some((rec, 0));
+            }
+        }
+    }
+
+    impl AsyncRead for AsyncReader {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(r) = this.attempt(buf) {
+                this.wait.finish();
+                return Poll::Ready(r);
+            }
+            let ring = Arc::clone(this.c.att.ring());
+            let event = &ring.header().events.not_empty;
+            let mut wait = std::mem::take(&mut this.wait);
+            let r = wait.poll(&ring, event, cx, || this.attempt(buf));
+            this.wait = wait;
+            r
+        }
+    }
+
+    /// A [`Producer`] as a [`tokio::io::AsyncWrite`], from
+    /// [`Producer::into_async_write`]: every `poll_write` that completes
+    /// sends what it took as one message of one record (at most about half
+    /// the ring), so an [`AsyncReader`] (or `recv`) on the other side gets
+    /// the bytes in order. `flush` has nothing to do (each write is
+    /// published when it returns); `shutdown` drops the producer, so the
+    /// reader sees end of file once it has read everything.
+    ///
+    /// **Cancel safe.** A `poll_write` claims, writes and publishes its
+    /// record in the one poll that returns `Ready(Ok(n))`; one that returns
+    /// `Pending` has written nothing.
+    pub struct AsyncWriter {
+        p: Option<Producer>,
+        wait: AsyncWait,
+    }
+
+    impl fmt::Debug for AsyncWriter {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("bytes::AsyncWriter")
+                .field("producer", &self.p)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Producer {
+        /// This producer as a [`tokio::io::AsyncWrite`] pipe (feature
+        /// `tokio-io`).
+        pub fn into_async_write(self) -> AsyncWriter {
+            AsyncWriter {
+                p: Some(self),
+                wait: AsyncWait::new(),
+            }
+        }
+    }
+
+    impl AsyncWriter {
+        /// The producer back; `None` after `shutdown`.
+        pub fn into_inner(self) -> Option<Producer> {
+            self.p
+        }
+    }
+
+    /// One non-blocking write of up to a fragment of `buf` as one record.
+    fn write_attempt(p: &mut Producer, buf: &[u8]) -> Option<io::Result<usize>> {
+        let n = buf.len().min(p.lim.chunk).min(p.lim.max_message);
+        if n == 0 {
+            return Some(Err(send_io(SendError::TooLarge {
+                len: buf.len(),
+                max: 0,
+            })));
+        }
+        match p.try_claim(n) {
+            Ok(c) => {
+                p.fill(c, 0, &buf[..n]);
+                p.publish(c, n, 0);
+                Some(Ok(n))
+            }
+            Err(SendError::Full) => None,
+            Err(e) => Some(Err(send_io(e))),
+        }
+    }
+
+    impl AsyncWrite for AsyncWriter {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let Some(p) = this.p.as_mut() else {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the byte ring writer was shut down",
+                )));
+            };
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            if let Some(r) = write_attempt(p, buf) {
+                this.wait.finish();
+                return Poll::Ready(r);
+            }
+            let ring = Arc::clone(p.att.ring());
+            let event = &ring.header().events.not_full;
+            this.wait.poll(&ring, event, cx, || write_attempt(p, buf))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            // Detach (the producer's drop wakes the consumer), so the
+            // reader drains and then reads end of file.
+            self.get_mut().p = None;
+            Poll::Ready(Ok(()))
+        }
+    }
+}

@@ -57,6 +57,8 @@ pub(crate) mod record;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "tokio-io")]
+pub use asyncio::{AsyncReader, AsyncWriter};
 pub use consumer::{Consumer, MessageReader, RecordReader};
 use consumer::{ConsumerLocal, Mode};
 pub use error::{RecvError, SendError};
