@@ -209,7 +209,8 @@ mod pipe {
     /// killed, or a `send_async` was dropped) fails one read with
     /// `UnexpectedEof` wrapping [`RecvError::Truncated`]: the bytes of it
     /// already read were real, and what follows is the next message. A
-    /// corrupt segment fails reads with `InvalidData`.
+    /// corrupt segment fails reads with `InvalidData`. Nothing is
+    /// assembled, so the consumer's maximum message size does not apply.
     ///
     /// **Cancel safe.** Bytes leave the ring only in the `poll_read` that
     /// returns them in the buffer, so a read future dropped before it
