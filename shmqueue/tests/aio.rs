@@ -1258,3 +1258,65 @@ fn bytes_async_writer_to_async_reader_with_shutdown_as_end_of_file() {
         );
     });
 }
+
+#[test]
+fn broadcast_messages_async_both_ways_and_a_dropped_publish_is_abandoned() {
+    use shmqueue::broadcast::messages::{self, MessageError};
+    // Lossless, 8 chunks of 96 bytes: a 2000-byte message is 21 chunks
+    // and must stream through.
+    let q = messages::builder().capacity(8).create_memfd().unwrap();
+    let mut tx = q.message_publisher().unwrap();
+    let mut rx = q.message_subscriber(Start::Latest).unwrap();
+    let msg: Vec<u8> = (0..2000).map(|j| message_byte(3, j)).collect();
+
+    // Async publisher, sync subscriber; then the reverse.
+    let t = std::thread::spawn(move || {
+        let a = rx.recv().unwrap();
+        let b = rx.recv().unwrap();
+        (rx, a, b)
+    });
+    current_thread().block_on(async {
+        within("publish_async", tx.publish_async(&msg))
+            .await
+            .unwrap();
+        within("publish_async", tx.publish_async(b""))
+            .await
+            .unwrap();
+    });
+    let (mut rx, a, b) = t.join().unwrap();
+    assert!(a == msg);
+    assert!(b.is_empty());
+    let m = msg.clone();
+    let t = std::thread::spawn(move || {
+        tx.publish(&m).unwrap();
+        tx
+    });
+    current_thread().block_on(async {
+        assert!(within("recv_async", rx.recv_async()).await.unwrap() == msg);
+    });
+    let mut tx = t.join().unwrap();
+
+    // A publish_async dropped part-way (the ring holds 8 chunks, nobody
+    // reads): the subscriber reports Abandoned when the next message
+    // starts, then gets that message whole.
+    assert!(poll_once_and_drop(tx.publish_async(&msg)));
+    let t = std::thread::spawn(move || {
+        tx.publish(b"next").unwrap();
+        tx
+    });
+    current_thread().block_on(async {
+        match within("abandoned", rx.recv_async()).await {
+            Err(MessageError::Abandoned { received, len }) => {
+                assert_eq!(len, 2000);
+                assert!(received > 0 && received < 2000, "{received}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(within("next", rx.recv_async()).await.unwrap(), b"next");
+        drop(t.join().unwrap());
+        assert_eq!(
+            within("disconnected", rx.recv_async()).await,
+            Err(MessageError::Disconnected)
+        );
+    });
+}

@@ -11,6 +11,8 @@
 //! | [`mpmc::Producer`](crate::mpmc::Producer) | [`push_async`](crate::mpmc::Producer::push_async) | |
 //! | [`broadcast::Subscriber`](crate::broadcast::Subscriber) | [`recv_async`](crate::broadcast::Subscriber::recv_async) | [`into_stream`](crate::broadcast::Subscriber::into_stream) |
 //! | [`broadcast::Publisher`](crate::broadcast::Publisher) | [`publish_async`](crate::broadcast::Publisher::publish_async) | |
+//! | [`broadcast::messages::MessageSubscriber`](crate::broadcast::messages::MessageSubscriber) | [`recv_async`](crate::broadcast::messages::MessageSubscriber::recv_async) | |
+//! | [`broadcast::messages::MessagePublisher`](crate::broadcast::messages::MessagePublisher) | [`publish_async`](crate::broadcast::messages::MessagePublisher::publish_async) | |
 //! | [`bytes::Consumer`](crate::bytes::Consumer) | [`recv_async`](crate::bytes::Consumer::recv_async), [`recv_into_async`](crate::bytes::Consumer::recv_into_async) | `into_async_read` (`tokio::io::AsyncRead`, feature `tokio-io`) |
 //! | [`bytes::Producer`](crate::bytes::Producer) | [`send_async`](crate::bytes::Producer::send_async) | `into_async_write` (`tokio::io::AsyncWrite`, feature `tokio-io`) |
 //!

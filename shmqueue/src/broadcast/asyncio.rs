@@ -199,3 +199,100 @@ mod stream {
         }
     }
 }
+
+mod messages {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    use bytemuck::Zeroable;
+
+    use crate::aio::AsyncWait;
+    use crate::error::PushError;
+
+    use super::super::messages::{
+        Chunk, MessageError, MessagePublisher, MessageSubscriber, PublishError, CHUNK_DATA,
+    };
+
+    impl MessageSubscriber {
+        /// Receive the next whole message, waiting asynchronously for it
+        /// (feature `tokio`); reports what [`MessageSubscriber::recv`]
+        /// does, never [`MessageError::Timeout`] (use the executor's
+        /// timer).
+        ///
+        /// **Cancel safe.** Chunks read before the future was dropped stay
+        /// in the subscriber's message in progress, and the next receive
+        /// goes on from them: a dropped future loses no message.
+        pub async fn recv_async(&mut self) -> Result<Vec<u8>, MessageError> {
+            let mut wait = AsyncWait::new();
+            poll_fn(|cx| loop {
+                if let Some(r) = self.ready.take() {
+                    return Poll::Ready(r);
+                }
+                let q = self.rx.position();
+                let r = match self.rx.poll_recv(&mut wait, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                let step = match r {
+                    Ok(c) => self.accept(q, &c),
+                    Err(e) => Some(Err(self.lost(Some(e)))),
+                };
+                if let Some(r) = step {
+                    return Poll::Ready(r);
+                }
+            })
+            .await
+        }
+    }
+
+    impl MessagePublisher {
+        /// Publish `msg`, waiting asynchronously while a lossless ring is
+        /// full (feature `tokio`): chunk by chunk, each with
+        /// [`Publisher::publish_async`](super::Publisher::publish_async).
+        /// Never [`PublishError::Timeout`] (use the executor's timer);
+        /// [`PublishError::TooLarge`] as [`MessagePublisher::publish`].
+        ///
+        /// **Cancel safety.** A message of one chunk (up to
+        /// [`CHUNK_DATA`] bytes) is published whole or not at all. A longer
+        /// one dropped after some of its chunks went out is abandoned:
+        /// subscribers drop the part they have and report
+        /// [`MessageError::Abandoned`] when the next message starts, never
+        /// a short message.
+        pub async fn publish_async(&mut self, msg: &[u8]) -> Result<(), PublishError> {
+            let chunks = msg.len().div_ceil(CHUNK_DATA).max(1);
+            if self.overwrite && chunks > self.tx.capacity() {
+                return Err(PublishError::TooLarge {
+                    len: msg.len(),
+                    max: self.tx.capacity() * CHUNK_DATA,
+                });
+            }
+            let head = Chunk {
+                first: self.tx.position(),
+                total: msg.len() as u64,
+                ..Chunk::zeroed()
+            };
+            let mut parts = msg.chunks(CHUNK_DATA);
+            for _ in 0..chunks {
+                let part = parts.next().unwrap_or(&[]);
+                let mut c = head;
+                c.len = part.len() as u32;
+                c.data[..part.len()].copy_from_slice(part);
+                match self.tx.publish_async(c).await {
+                    Ok(()) => {}
+                    Err(PushError::Corrupt(_, corruption)) => {
+                        return Err(PublishError::Corrupt(corruption))
+                    }
+                    // Neither Timeout nor Disconnected comes from
+                    // publish_async; say what went out if one ever did.
+                    Err(_) => {
+                        let sent = (self.tx.position() - head.first) as usize * CHUNK_DATA;
+                        return Err(PublishError::Timeout {
+                            sent: sent.min(msg.len()),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
