@@ -2,7 +2,8 @@
 # Model-check shmqueue with loom, then show that each deliberate mutation is
 # rejected. Usage: loom-tests/run.sh [--deep]
 #   default (CI):  SPSC at LOOM_MAX_PREEMPTIONS=4 (~35 s), MPMC, bytes, broadcast
-#                  and async (~2 min on a loaded 2-core machine) at 3
+#                  and async at 3 (the async file alone: 3.5 min on a loaded
+#                  2-core machine, since the broadcast and byte-ring models)
 #   --deep:        SPSC at 5 (~5 min), MPMC at 4 (~5 min), for release checks
 set -euo pipefail
 cd "$(dirname "$0")/.."
