@@ -98,3 +98,86 @@ fn producer_drop_wakes_pop_async() {
         stop(waiter);
     });
 }
+
+// The broadcast and byte-ring async forms (phase 2) add no ordering of
+// their own: the same `AsyncWait` around the sync calls' attempts (see
+// docs/DESIGN.md, "Async waiting"). These models check that the reuse
+// holds on their events: a subscriber woken by a publish, a lossless
+// publisher woken by a subscriber's read, a byte-ring consumer woken by a
+// send.
+
+use shmqueue::broadcast::{Broadcast, Start};
+
+/// An awaiting subscriber against a sync publish from another thread
+/// (`async_no_recheck` is rejected here too: loom-tests/run.sh).
+#[test]
+fn broadcast_recv_async_against_publish() {
+    model(|| {
+        let q = Broadcast::<u64>::builder()
+            .capacity(1)
+            .max_subscribers(1)
+            .spin(0)
+            .create_in_heap();
+        let mut rx = q.subscribe(Start::Latest).unwrap();
+        let mut tx = q.publisher().unwrap();
+        let waiter = thread::spawn(shmqueue::aio::model_run_waiter);
+        let p = thread::spawn(move || {
+            tx.publish(7).unwrap();
+            tx
+        });
+        assert_eq!(loom::future::block_on(rx.recv_async()), Ok(7));
+        let tx = p.join().unwrap();
+        stop(waiter);
+        drop(tx);
+    });
+}
+
+/// An awaiting lossless publish into a full ring against a sync receive
+/// that frees the slot.
+#[test]
+fn broadcast_publish_async_against_recv() {
+    model(|| {
+        let q = Broadcast::<u64>::builder()
+            .capacity(1)
+            .max_subscribers(1)
+            .spin(0)
+            .create_in_heap();
+        let mut rx = q.subscribe(Start::Latest).unwrap();
+        let mut tx = q.publisher().unwrap();
+        tx.try_publish(1).unwrap();
+        let waiter = thread::spawn(shmqueue::aio::model_run_waiter);
+        let c = thread::spawn(move || {
+            assert_eq!(rx.recv(), Ok(1));
+            rx
+        });
+        loom::future::block_on(tx.publish_async(2)).unwrap();
+        let mut rx = c.join().unwrap();
+        assert_eq!(rx.try_recv(), Ok(2));
+        stop(waiter);
+        drop(tx);
+    });
+}
+
+/// An awaiting byte-ring receive against a sync send.
+#[test]
+fn bytes_recv_async_against_send() {
+    model(|| {
+        let q = shmqueue::ByteRing::builder()
+            .capacity(64)
+            .spin(0)
+            .create_in_heap();
+        let mut tx = q.producer().unwrap();
+        let mut rx = q.consumer().unwrap();
+        let waiter = thread::spawn(shmqueue::aio::model_run_waiter);
+        let p = thread::spawn(move || {
+            tx.send(b"hi").unwrap();
+            tx
+        });
+        let mut buf = Vec::new();
+        assert_eq!(loom::future::block_on(rx.recv_async(&mut buf)), Ok(()));
+        assert_eq!(buf, b"hi");
+        let tx = p.join().unwrap();
+        stop(waiter);
+        drop(tx);
+    });
+}

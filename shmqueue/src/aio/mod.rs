@@ -9,6 +9,12 @@
 //! | [`spsc::Producer`](crate::spsc::Producer) | [`push_async`](crate::spsc::Producer::push_async) | |
 //! | [`mpmc::Consumer`](crate::mpmc::Consumer) | [`pop_async`](crate::mpmc::Consumer::pop_async) | [`into_stream`](crate::mpmc::Consumer::into_stream) |
 //! | [`mpmc::Producer`](crate::mpmc::Producer) | [`push_async`](crate::mpmc::Producer::push_async) | |
+//! | [`broadcast::Subscriber`](crate::broadcast::Subscriber) | [`recv_async`](crate::broadcast::Subscriber::recv_async) | [`into_stream`](crate::broadcast::Subscriber::into_stream) |
+//! | [`broadcast::Publisher`](crate::broadcast::Publisher) | [`publish_async`](crate::broadcast::Publisher::publish_async) | |
+//! | [`broadcast::messages::MessageSubscriber`](crate::broadcast::messages::MessageSubscriber) | [`recv_async`](crate::broadcast::messages::MessageSubscriber::recv_async) | |
+//! | [`broadcast::messages::MessagePublisher`](crate::broadcast::messages::MessagePublisher) | [`publish_async`](crate::broadcast::messages::MessagePublisher::publish_async) | |
+//! | [`bytes::Consumer`](crate::bytes::Consumer) | [`recv_async`](crate::bytes::Consumer::recv_async), [`recv_into_async`](crate::bytes::Consumer::recv_into_async) | `into_async_read` (`tokio::io::AsyncRead`, feature `tokio-io`) |
+//! | [`bytes::Producer`](crate::bytes::Producer) | [`send_async`](crate::bytes::Producer::send_async) | `into_async_write` (`tokio::io::AsyncWrite`, feature `tokio-io`) |
 //!
 //! Timeouts are the executor's (`tokio::time::timeout`); every method is
 //! cancel safe (see each one's docs), so a timed-out or `select!`-ed
@@ -143,7 +149,7 @@ impl AsyncWait {
 
     /// The wait is over: withdraw from the waiter thread (if it still lists
     /// us) and forget the arm, so the next wait starts afresh.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.armed = None;
         self.reg = None;
     }

@@ -65,13 +65,13 @@ const BATCH: usize = 32;
 #[repr(C)]
 pub struct Chunk {
     /// The position of the message's first chunk.
-    first: u64,
+    pub(super) first: u64,
     /// The message's length in bytes.
-    total: u64,
+    pub(super) total: u64,
     /// Bytes of `data` that belong to the message.
-    len: u32,
-    _pad: u32,
-    data: [u8; CHUNK_DATA],
+    pub(super) len: u32,
+    pub(super) _pad: u32,
+    pub(super) data: [u8; CHUNK_DATA],
 }
 
 static_assertions::const_assert_eq!(core::mem::size_of::<Chunk>(), 120);
@@ -266,8 +266,8 @@ impl std::error::Error for MessageError {}
 /// [`Broadcast::message_publisher`].
 #[derive(Debug)]
 pub struct MessagePublisher {
-    tx: Publisher<Chunk>,
-    overwrite: bool,
+    pub(super) tx: Publisher<Chunk>,
+    pub(super) overwrite: bool,
 }
 
 impl MessagePublisher {
@@ -351,7 +351,7 @@ struct Partial {
 /// Receives byte messages from a message ring; from
 /// [`Broadcast::message_subscriber`].
 pub struct MessageSubscriber {
-    rx: Subscriber<Chunk>,
+    pub(super) rx: Subscriber<Chunk>,
     max: usize,
     partial: Option<Partial>,
     /// Inside a message that is not wanted (too large, or begun before
@@ -360,7 +360,7 @@ pub struct MessageSubscriber {
     skipping: bool,
     /// What the chunk that revealed an abandoned message gave (a whole
     /// message or an error), returned by the next call.
-    ready: Option<Result<Vec<u8>, MessageError>>,
+    pub(super) ready: Option<Result<Vec<u8>, MessageError>>,
 }
 
 impl fmt::Debug for MessageSubscriber {
@@ -447,7 +447,7 @@ impl MessageSubscriber {
 
     /// The typed ring reported something other than an item: what it means
     /// for the message in progress.
-    fn lost(&mut self, e: Option<RecvError>) -> MessageError {
+    pub(super) fn lost(&mut self, e: Option<RecvError>) -> MessageError {
         let partial = self.partial.take();
         let dropped = partial.as_ref().map(|p| p.buf.len());
         self.skipping = true;
@@ -476,7 +476,7 @@ impl MessageSubscriber {
 
     /// Take the chunk read at position `q`: a whole message, an error, or
     /// `None` to read on.
-    fn accept(&mut self, q: u64, c: &Chunk) -> Option<Result<Vec<u8>, MessageError>> {
+    pub(super) fn accept(&mut self, q: u64, c: &Chunk) -> Option<Result<Vec<u8>, MessageError>> {
         let len = c.len as usize;
         let bad = |what, found: u64, limit: u64| {
             Some(Err(MessageError::Corrupt(Corruption {

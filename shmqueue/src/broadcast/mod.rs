@@ -54,6 +54,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(any(feature = "tokio", shmqueue_loom))]
+mod asyncio;
 mod error;
 pub mod messages;
 mod publisher;
@@ -77,6 +79,8 @@ use crate::sync::Ordering;
 use crate::wait::DEFAULT_SPIN;
 use crate::Error;
 
+#[cfg(feature = "tokio")]
+pub use asyncio::RecvStream;
 pub use error::{RecvError, TryRecvError};
 pub use publisher::Publisher;
 pub use subscriber::Subscriber;

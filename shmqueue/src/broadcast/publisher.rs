@@ -21,16 +21,16 @@ use crate::Error;
 /// The publisher of a [`Broadcast`](super::Broadcast) ring. One at a time;
 /// `Send`.
 pub struct Publisher<T> {
-    att: Attachment,
-    shape: Shape,
-    gate: Gate,
+    pub(super) att: Attachment,
+    pub(super) shape: Shape,
+    pub(super) gate: Gate,
     spin: u32,
     _t: PhantomData<fn(T) -> T>,
 }
 
 /// The publisher's own state: its position and the cached gate.
 #[derive(Debug)]
-struct Gate {
+pub(super) struct Gate {
     /// The next position to write (the shared `head` is only ever written
     /// from here).
     pos: u64,
@@ -122,16 +122,9 @@ impl<T: Pod> Publisher<T> {
             Ok(Err(Full)) => {}
             Err(c) => return Err(PushError::Corrupt(value, c)),
         }
-        let r = keep_trying(
-            &att.header().events.not_full,
-            self.spin,
-            deadline,
-            || match publish_one(att, shape, gate, &value) {
-                Ok(Ok(())) => Some(Ok(())),
-                Ok(Err(Full)) => None,
-                Err(c) => Some(Err(c)),
-            },
-        );
+        let r = keep_trying(&att.header().events.not_full, self.spin, deadline, || {
+            publish_try(att, shape, gate, &value)
+        });
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(c)) => Err(PushError::Corrupt(value, c)),
@@ -238,6 +231,23 @@ fn publish_one<T: Pod>(
         att.header().events.not_empty.notify();
     }
     Ok(r)
+}
+
+/// One attempt of a waiting publish: `None` while the lossless ring is
+/// full (each call re-scans as `publish_one` does, so a wait that keeps
+/// re-trying also drops dead subscribers from the gate), else the outcome.
+#[inline]
+pub(super) fn publish_try<T: Pod>(
+    att: &Attachment,
+    shape: &Shape,
+    gate: &mut Gate,
+    value: &T,
+) -> Option<Result<(), Corruption>> {
+    match publish_one(att, shape, gate, value) {
+        Ok(Ok(())) => Some(Ok(())),
+        Ok(Err(Full)) => None,
+        Err(c) => Some(Err(c)),
+    }
 }
 
 /// Write one item into the ring if the gate allows, without waking anyone.

@@ -20,15 +20,15 @@ use crate::Error;
 /// A subscriber of a [`Broadcast`](super::Broadcast) ring: it receives
 /// every item published after its start, in order. `Send`.
 pub struct Subscriber<T> {
-    att: Attachment,
-    shape: Shape,
-    local: Local,
+    pub(super) att: Attachment,
+    pub(super) shape: Shape,
+    pub(super) local: Local,
     spin: u32,
     _t: PhantomData<fn(T) -> T>,
 }
 
 #[derive(Debug, Default)]
-struct Local {
+pub(super) struct Local {
     /// The next position to read (published in our entry's `claim` word
     /// after every item).
     cursor: u64,
@@ -36,7 +36,7 @@ struct Local {
     reap: Throttle,
     /// An error `recv_slice` met after it had items to return: reported by
     /// the next call.
-    pending: Option<TryRecvError>,
+    pub(super) pending: Option<TryRecvError>,
     /// loom models: dropped as if its process was killed.
     #[cfg(shmqueue_loom)]
     killed: bool,
@@ -212,7 +212,7 @@ impl<T: Pod> Subscriber<T> {
 }
 
 #[inline]
-fn recv_impl<T: Pod>(
+pub(super) fn recv_impl<T: Pod>(
     att: &Attachment,
     shape: &Shape,
     local: &mut Local,

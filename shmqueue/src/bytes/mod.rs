@@ -48,6 +48,8 @@ use crate::sync::Ordering;
 use crate::wait::{Throttle, DEFAULT_SPIN};
 use crate::Error;
 
+#[cfg(any(feature = "tokio", shmqueue_loom))]
+mod asyncio;
 mod consumer;
 mod error;
 mod producer;
@@ -55,6 +57,8 @@ pub(crate) mod record;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "tokio-io")]
+pub use asyncio::{AsyncReader, AsyncWriter};
 pub use consumer::{Consumer, MessageReader, RecordReader};
 use consumer::{ConsumerLocal, Mode};
 pub use error::{RecvError, SendError};
