@@ -51,7 +51,9 @@
 //!
 //! Run with `SHMQ_INTERLEAVED=only cargo bench --bench aio` (just the
 //! interleaved tables, ~1 min), `cargo bench --bench aio` (also criterion),
-//! `SHMQ_ROUNDS=n` rounds (default 21), `SHMQ_RAW=1` every round's value.
+//! `SHMQ_ROUNDS=n` rounds (default 21), `SHMQ_RAW=1` every round's value,
+//! `SHMQ_PIN=0` leaves every thread unpinned (on a loaded machine a pinned
+//! sleeper waits for its core; the ignored test runs unpinned).
 
 #[macro_use]
 // No atomic floors, ping-pong batch or named segments here (memfd rings).
@@ -77,8 +79,8 @@ use tokio::net::UnixStream;
 use tokio::runtime::Runtime;
 
 use common::{
-    config, criterion_group_of, interleave, rounds, scale, Bench, Crew, Goal, Layout, Timed, CAP,
-    CPU_A, CPU_B, STREAM_BATCH,
+    config, criterion_group_of, interleave, rounds, scale, Bench, Crew, Goal, Layout, Member,
+    Timed, ANY_CPU, CAP, CPU_A, CPU_B, STREAM_BATCH,
 };
 
 /// Round trips per wake-up batch (each ~10 µs: a batch takes ~0.2 s).
@@ -171,6 +173,40 @@ fn pin_to(cpu: usize) {
     }
 }
 
+/// Whether benchmark threads (and the echo child) are pinned: yes unless
+/// `SHMQ_PIN=0`. On a loaded machine a woken thread pinned to a core that
+/// runs something else waits for it to be preempted, which can dominate a
+/// sleeping round trip; unpinned, the scheduler may run it on the other
+/// core (the ignored `wake_up_latency` test runs unpinned).
+fn pinned() -> bool {
+    std::env::var("SHMQ_PIN").map_or(true, |v| v != "0")
+}
+
+/// [`Crew::pair`], pinned to [`CPU_A`]/[`CPU_B`] unless [`pinned`] says no.
+fn pair<A, B>(timed: Timed, a: A, b: B) -> Crew
+where
+    A: FnMut(u64) + Send + 'static,
+    B: FnMut(u64) + Send + 'static,
+{
+    let (cpu_a, cpu_b) = if pinned() {
+        (CPU_A, CPU_B)
+    } else {
+        (ANY_CPU, ANY_CPU)
+    };
+    Crew::spawn(vec![
+        Member {
+            cpu: cpu_a,
+            timed: timed == Timed::A,
+            work: Box::new(a),
+        },
+        Member {
+            cpu: cpu_b,
+            timed: timed == Timed::B,
+            work: Box::new(b),
+        },
+    ])
+}
+
 fn no_contender() -> Vec<common::ShmName> {
     Vec::new()
 }
@@ -191,7 +227,7 @@ fn sync_ping(tx: &mut Producer<u64>, rx: &mut Consumer<u64>, n: u64) {
 fn wake_sync_sync() -> Bench {
     let (mut ping_tx, mut ping_rx) = sleeping_ring();
     let (mut pong_tx, mut pong_rx) = sleeping_ring();
-    let crew = Crew::pair(
+    let crew = pair(
         Timed::A,
         move |n| sync_ping(&mut ping_tx, &mut pong_rx, n),
         move |n| {
@@ -221,7 +257,7 @@ fn wake_sync_async() -> Bench {
     let (mut ping_tx, mut ping_rx) = sleeping_ring();
     let (mut pong_tx, mut pong_rx) = sleeping_ring();
     let rt = runtime();
-    let crew = Crew::pair(
+    let crew = pair(
         Timed::A,
         move |n| sync_ping(&mut ping_tx, &mut pong_rx, n),
         move |n| async_echo(&rt, &mut ping_rx, &mut pong_tx, n),
@@ -236,7 +272,7 @@ fn wake_async_async() -> Bench {
     let (mut ping_tx, mut ping_rx) = sleeping_ring();
     let (mut pong_tx, mut pong_rx) = sleeping_ring();
     let (rt_a, rt_b) = (runtime(), runtime());
-    let crew = Crew::pair(
+    let crew = pair(
         Timed::A,
         move |n| {
             block_on_bounded(&rt_a, "async ping", async {
@@ -258,7 +294,7 @@ fn wake_tokio_mpsc() -> Bench {
     let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(4);
     let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<u64>(4);
     let (rt_a, rt_b) = (runtime(), runtime());
-    let crew = Crew::pair(
+    let crew = pair(
         Timed::A,
         move |n| {
             block_on_bounded(&rt_a, "mpsc ping", async {
@@ -315,7 +351,9 @@ async fn write_all(s: &UnixStream, buf: &[u8]) -> io::Result<()> {
 /// The re-executed child: pinned to [`CPU_B`], echoes 8-byte messages on
 /// its stdin (a Unix socket) until the parent closes its end.
 fn echo_child() {
-    pin_to(CPU_B);
+    if pinned() {
+        pin_to(CPU_B);
+    }
     let fd: OwnedFd = io::stdin().as_fd().try_clone_to_owned().expect("dup stdin");
     let sock = std::os::unix::net::UnixStream::from(fd);
     sock.set_nonblocking(true).expect("nonblocking");
@@ -399,7 +437,7 @@ impl Drop for SocketPeer {
 fn wake_unix_socket() -> Bench {
     let mut peer = SocketPeer::spawn();
     // B (CPU 1) idles: the echo is the child's, pinned to CPU 1.
-    let crew = Crew::pair(Timed::A, move |n| peer.ping(n), |_| {});
+    let crew = pair(Timed::A, move |n| peer.ping(n), |_| {});
     Bench {
         crew,
         _names: no_contender(),
@@ -419,7 +457,7 @@ fn busy_produce(tx: &mut Producer<u64>, n: u64) {
 
 fn stream_sync_spin() -> Bench {
     let (mut tx, mut rx) = ring(CAP, None);
-    let crew = Crew::pair(
+    let crew = pair(
         Timed::B,
         move |n| busy_produce(&mut tx, n),
         move |n| drain_sequence!(shm_pop!(rx, BoundedSpin), n),
@@ -434,7 +472,7 @@ fn stream_async() -> Bench {
     let (mut tx, rx) = ring(CAP, None);
     let mut stream = rx.into_stream();
     let rt = runtime();
-    let crew = Crew::pair(
+    let crew = pair(
         Timed::B,
         move |n| busy_produce(&mut tx, n),
         move |n| {
@@ -459,7 +497,7 @@ fn stream_tokio_mpsc() -> Bench {
     use tokio::sync::mpsc::error::TrySendError;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(CAP);
     let rt = runtime();
-    let crew = Crew::pair(
+    let crew = pair(
         Timed::B,
         move |n| {
             for i in 0..n {
@@ -533,9 +571,14 @@ fn interleaved(smoke: bool) {
     let rounds = rounds(smoke);
     let scale = |b: u64| scale(smoke, b);
     let started = Instant::now();
+    let threads = if pinned() {
+        format!("threads on CPUs {CPU_A} and {CPU_B}")
+    } else {
+        "threads unpinned (SHMQ_PIN=0)".to_string()
+    };
     println!(
-        "interleaved comparison, async endpoints (threads on CPUs {CPU_A} and {CPU_B}, u64 \
-         items; current-thread tokio runtimes; the library's waiter thread unpinned)"
+        "interleaved comparison, async endpoints ({threads}, u64 items; current-thread tokio \
+         runtimes; the library's waiter thread unpinned)"
     );
 
     let (ss, sa, aa) = ("sync<->sync", "sync<->async", "async<->async");
