@@ -19,6 +19,9 @@ pub const CAP: usize = 1024;
 pub const CPU_A: usize = 0;
 /// CPU of the consumer / echo side.
 pub const CPU_B: usize = 1;
+/// A [`Member`]'s `cpu` that leaves the thread unpinned (`benches/aio.rs`,
+/// `SHMQ_PIN=0`).
+pub const ANY_CPU: usize = usize::MAX;
 /// Longest a batch may take before the harness gives up (a wedged peer).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -33,9 +36,13 @@ pub const PINGPONG_BATCH: u64 = 1 << 16;
 // Harness: pinning, waiting, a reusable crew of pinned threads.
 // ---------------------------------------------------------------------------
 
-/// Pin the calling thread to `cpu`; on failure say so once and run unpinned.
+/// Pin the calling thread to `cpu` (not [`ANY_CPU`]); on failure say so
+/// once and run unpinned.
 fn pin_to(cpu: usize) {
     static WARNED: AtomicBool = AtomicBool::new(false);
+    if cpu == ANY_CPU {
+        return;
+    }
     let mut set = CpuSet::new();
     let r = set
         .set(cpu)
