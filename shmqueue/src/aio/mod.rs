@@ -179,3 +179,103 @@ pub fn model_run_waiter() {
 pub fn model_stop_waiter() {
     reactor::model_stop();
 }
+
+/// The consumer `Stream` of a queue kind, written once: SPSC and MPMC
+/// differ only in their `Consumer::poll_pop`, which the expansion calls
+/// (it resolves `Consumer` at the invoking module's `super`).
+/// `pop_stream!("spsc", "the ring", "the ring is drained and the producer has gone")`.
+macro_rules! pop_stream {
+    ($kind:literal, $what:literal, $ends:literal) => {
+        #[cfg(feature = "tokio")]
+        pub use stream::PopStream;
+
+        #[cfg(feature = "tokio")]
+        mod stream {
+            use std::pin::Pin;
+            use std::task::{Context, Poll};
+
+            use bytemuck::Pod;
+
+            use crate::aio::AsyncWait;
+            use crate::error::{Corruption, PopError};
+
+            use super::Consumer;
+
+            #[doc = concat!(
+                "A [`Consumer`] as a [`futures_core::Stream`] of its items, from\n",
+                "[`Consumer::into_stream`]. The stream ends (`None`) once ", $ends, ";\n",
+                "a corrupt segment yields one `Err` and then ends.\n\n",
+                "**Cancel safe**, as [`Consumer::pop_async`]: an item leaves the ", $what, "\n",
+                "only in the `poll_next` that returns it, so a `next()` future\n",
+                "dropped before it completed has taken nothing."
+            )]
+            pub struct PopStream<T> {
+                rx: Consumer<T>,
+                wait: AsyncWait,
+                done: bool,
+            }
+
+            impl<T> std::fmt::Debug for PopStream<T> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct(concat!($kind, "::PopStream"))
+                        .field("consumer", &self.rx)
+                        .field("done", &self.done)
+                        .finish()
+                }
+            }
+
+            impl<T: Pod> Consumer<T> {
+                /// This consumer as a [`futures_core::Stream`] (feature `tokio`).
+                pub fn into_stream(self) -> PopStream<T> {
+                    PopStream {
+                        rx: self,
+                        wait: AsyncWait::new(),
+                        done: false,
+                    }
+                }
+            }
+
+            impl<T: Pod> PopStream<T> {
+                /// The consumer, for its other methods.
+                pub fn get_mut(&mut self) -> &mut Consumer<T> {
+                    &mut self.rx
+                }
+
+                /// The consumer back.
+                pub fn into_inner(self) -> Consumer<T> {
+                    self.rx
+                }
+            }
+
+            impl<T: Pod> futures_core::Stream for PopStream<T> {
+                type Item = Result<T, Corruption>;
+
+                fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                    let this = self.get_mut();
+                    if this.done {
+                        return Poll::Ready(None);
+                    }
+                    match this.rx.poll_pop(&mut this.wait, cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Ok(v)) => Poll::Ready(Some(Ok(v))),
+                        Poll::Ready(Err(PopError::Corrupt(c))) => {
+                            this.done = true;
+                            Poll::Ready(Some(Err(c)))
+                        }
+                        Poll::Ready(Err(_)) => {
+                            this.done = true;
+                            Poll::Ready(None)
+                        }
+                    }
+                }
+            }
+
+            impl<T: Pod> futures_core::FusedStream for PopStream<T> {
+                fn is_terminated(&self) -> bool {
+                    self.done
+                }
+            }
+        }
+    };
+}
+pub(crate) use pop_stream;
