@@ -30,19 +30,12 @@ pub(crate) struct Shard {
     /// cannot be waiting on yet bumps it and wakes it, so the thread returns
     /// from `futex_waitv` and rebuilds its list.
     doorbell: AtomicU32,
-    /// The process whose thread serves this shard. A child forked after
-    /// the parent used async has the parent's shards in memory but not
-    /// their threads: a wait registered there would never be woken, so a
-    /// shard of another pid is never used (see `register` and `add`).
-    pid: u32,
-}
-
-/// This process's id (the shards' owner check; a fork changes it).
-fn current_pid() -> u32 {
-    rustix::process::getpid()
-        .as_raw_nonzero()
-        .get()
-        .unsigned_abs()
+    /// The fork generation (`liveness::fork_generation`) of the process
+    /// whose thread serves this shard. A child forked after the parent used
+    /// async has the parent's shards in memory but not their threads: a
+    /// wait registered there would never be woken, so a shard of another
+    /// generation is never used (see `register` and `add`).
+    generation: u64,
 }
 
 struct State {
@@ -108,7 +101,12 @@ impl Shard {
                 stop: false,
             }),
             doorbell: AtomicU32::new(0),
-            pid: current_pid(),
+            generation: {
+                // Before the first shard exists, so no later fork goes
+                // unseen: the child handler bumps the generation.
+                crate::liveness::watch_forks();
+                crate::liveness::fork_generation()
+            },
         }
     }
 
@@ -209,7 +207,9 @@ pub(crate) fn register(
     if let Some(r) = reg {
         // A registration made before a fork names a shard whose thread is
         // the parent's: register anew with one of this process's own.
-        if r.shard.pid == current_pid() && r.shard.renew(r.id, expected, until, waker) {
+        if r.shard.generation == crate::liveness::fork_generation()
+            && r.shard.renew(r.id, expected, until, waker)
+        {
             return;
         }
     }
@@ -250,8 +250,8 @@ pub(crate) fn census() -> (usize, usize) {
 #[cfg(not(shmqueue_loom))]
 fn add(mut entry: Entry) -> Registration {
     let mut shards = SHARDS.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = current_pid();
-    if shards.first().is_some_and(|s| s.pid != pid) {
+    let generation = crate::liveness::fork_generation();
+    if shards.first().is_some_and(|s| s.generation != generation) {
         // Forked: these shards' threads are the parent's and do not exist
         // here. Forget them (not dropped: their locks may have been held
         // by a parent thread at the fork) and start this process's own.
