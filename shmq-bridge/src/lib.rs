@@ -1,0 +1,117 @@
+//! Carry a shmqueue ring to another host over zenoh.
+//!
+//! An [`Out`] bridge reads a local ring (SPSC, MPMC, byte ring or
+//! broadcast) and publishes its items, in frames, on a zenoh key; an [`In`]
+//! bridge on another host subscribes to that key and pushes the items into
+//! its own local ring. Producers and consumers keep using their rings as
+//! they are; neither side knows the other is remote.
+//!
+//! * **Lossless** (the default): zenoh's reliable delivery with
+//!   `CongestionControl::Block`, so a slow receiver slows the producer
+//!   through both rings; sequence numbers on every frame, acknowledgements
+//!   from the receiver once items are in its ring, and frames kept by the
+//!   sender until then. The delivery guarantee, exactly: every item read
+//!   from the source ring reaches the receiving ring, in order, **at least
+//!   once**; duplicates are removed by sequence number, except after the
+//!   receiving bridge is killed while pushing a frame, when up to that one
+//!   frame's items may be in the ring twice; the restarted bridge reports
+//!   how many ([`InReport::possible_duplicates`]). A killed *sending*
+//!   bridge loses the items it had read and not yet had acknowledged (at
+//!   most its window).
+//! * **Lossy** ([`Out::lossy`]): `CongestionControl::Drop`, nothing kept,
+//!   no acknowledgements: the sender never waits, and the receiver counts
+//!   what never arrived ([`InReport::lost`]).
+//!
+//! The stream's element size, alignment and schema travel in every frame;
+//! a receiving ring that does not match refuses the stream with
+//! [`BridgeError::Mismatch`], before it writes anything, and the sender
+//! stops with [`BridgeError::Refused`]. docs/DESIGN.md ("Bridge") has the
+//! protocol; docs/BRIDGE.md how to deploy it.
+//!
+//! This crate is separate from `shmqueue` so the library never pulls zenoh.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod inbound;
+mod local;
+mod out;
+mod state;
+pub mod wire;
+
+use std::hash::{BuildHasher, Hasher};
+
+pub use error::BridgeError;
+pub use inbound::{In, InReport};
+pub use local::{Create, From};
+pub use out::{Out, OutReport};
+
+/// A zenoh configuration for a bridge: peer mode, multicast and gossip
+/// scouting **off** (a bridge connects only where it is told), listening on
+/// `listen` and connecting to `connect` (zenoh endpoints such as
+/// `tcp/127.0.0.1:7447`). With `file`, that configuration (JSON5) is the
+/// base instead of zenoh's defaults, and scouting is left as it says.
+///
+/// With no `listen` endpoint the session listens on an ephemeral loopback
+/// port only, rather than zenoh's default of every interface.
+///
+/// ```
+/// let c = shmq_bridge::config(&["tcp/127.0.0.1:0".into()], &[], None).unwrap();
+/// assert_eq!(c.get_json("scouting/multicast/enabled").unwrap(), "false");
+/// ```
+pub fn config(
+    listen: &[String],
+    connect: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<zenoh::Config, BridgeError> {
+    let mut c = match file {
+        Some(p) => zenoh::Config::from_file(p)?,
+        None => {
+            let mut c = zenoh::Config::default();
+            c.insert_json5("mode", "\"peer\"")?;
+            c.insert_json5("scouting/multicast/enabled", "false")?;
+            c.insert_json5("scouting/gossip/enabled", "false")?;
+            c
+        }
+    };
+    let list = |v: &[String]| {
+        serde_json::to_string(v).map_err(|e| BridgeError::Usage(format!("endpoints: {e}")))
+    };
+    if !listen.is_empty() {
+        c.insert_json5("listen/endpoints", &list(listen)?)?;
+    } else if file.is_none() {
+        c.insert_json5("listen/endpoints", "[\"tcp/127.0.0.1:0\"]")?;
+    }
+    if !connect.is_empty() {
+        c.insert_json5("connect/endpoints", &list(connect)?)?;
+    }
+    Ok(c)
+}
+
+/// Open a zenoh session with [`config`]'s configuration.
+///
+/// ```no_run
+/// let session = shmq_bridge::open_session(&[], &["tcp/10.0.0.2:7447".into()], None)?;
+/// # Ok::<(), shmq_bridge::BridgeError>(())
+/// ```
+pub fn open_session(
+    listen: &[String],
+    connect: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<zenoh::Session, BridgeError> {
+    use zenoh::Wait;
+    Ok(zenoh::open(config(listen, connect, file)?).wait()?)
+}
+
+/// A random non-zero id (stream ids, receiver incarnations).
+pub(crate) fn random_id() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
