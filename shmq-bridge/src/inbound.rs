@@ -91,6 +91,7 @@ impl In {
     /// is in this ring), or until an error. A mismatched stream is refused
     /// (the sender is told) before anything is written.
     pub fn run(&self, session: &zenoh::Session) -> Result<InReport, BridgeError> {
+        let key = crate::key_expr(&self.key)?;
         let mut state = State::open(&self.state)?;
         let mut rep = InReport {
             stream: state.stream,
@@ -103,18 +104,20 @@ impl In {
             state.begin(s, c)?;
         }
         let sub = session
-            .declare_subscriber(self.key.clone())
+            .declare_subscriber(key.clone())
             .with(FifoChannel::new(self.queue_frames.max(1)))
             .wait()?;
         let ctl = session
-            .declare_publisher(format!("{}/ctl", self.key))
+            .declare_publisher(key.join("ctl")?)
             .congestion_control(CongestionControl::Block)
             .wait()?;
         let send = |c: Ctl| ctl.put(c.to_bytes()).wait().map_err(BridgeError::from);
 
         let mut incarnation = crate::random_id();
-        // Until a frame of the stream arrives, and after a gap: ask again
-        // every `RETRY`.
+        // Until a frame of the stream arrives, and after a gap: ask again,
+        // after 10 ms, then twice as long each time up to `RETRY` (the first
+        // hello is often lost: zenoh propagates the sender's subscription
+        // asynchronously, and a put before the route exists goes nowhere).
         let mut asking = true;
         let mut last_hello = Instant::now();
         send(Ctl::Hello {
@@ -126,21 +129,23 @@ impl In {
         let mut acked = state.committed;
         let mut last_ack = Instant::now();
         const RETRY: Duration = Duration::from_millis(250);
+        let mut retry = Duration::from_millis(10);
         loop {
-            let sample = match sub.recv_timeout(RETRY) {
+            let sample = match sub.recv_timeout(retry) {
                 Ok(Some(s)) => Some(s),
                 Ok(None) => None,
                 Err(e) => return Err(BridgeError::Zenoh(e)),
             };
             let lossy = writer.as_ref().is_some_and(|(_, i)| i.lossy);
             if !lossy {
-                if asking && last_hello.elapsed() >= RETRY {
+                if asking && last_hello.elapsed() >= retry {
                     send(Ctl::Hello {
                         stream: state.stream,
                         next: state.committed,
                         incarnation,
                     })?;
                     last_hello = Instant::now();
+                    retry = (retry * 2).min(RETRY);
                 }
                 if acked != state.committed
                     && (sample.is_none() || last_ack.elapsed() >= Duration::from_millis(1))
@@ -206,7 +211,7 @@ impl In {
                 } else {
                     // A gap: ask for it (a new incarnation, so the sender
                     // answers although it answered this bridge before).
-                    if !asking || last_hello.elapsed() >= RETRY {
+                    if !asking || last_hello.elapsed() >= retry {
                         incarnation = crate::random_id();
                         send(Ctl::Hello {
                             stream: state.stream,
@@ -214,6 +219,9 @@ impl In {
                             incarnation,
                         })?;
                         last_hello = Instant::now();
+                    }
+                    if !asking {
+                        retry = Duration::from_millis(10);
                     }
                     asking = true;
                     continue;

@@ -103,6 +103,16 @@ pub fn open_session(
     Ok(zenoh::open(config(listen, connect, file)?).wait()?)
 }
 
+/// `key` as a zenoh key expression, or a usage error saying why not.
+pub(crate) fn key_expr(key: &str) -> Result<zenoh::key_expr::KeyExpr<'static>, BridgeError> {
+    zenoh::key_expr::KeyExpr::try_from(key.to_string()).map_err(|e| {
+        BridgeError::Usage(format!(
+            "{key:?} is not a zenoh key expression ({e}); keys look like orders/eu, \
+             with no leading or trailing '/'"
+        ))
+    })
+}
+
 /// A random non-zero id (stream ids, receiver incarnations).
 pub(crate) fn random_id() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -63,7 +63,7 @@ struct OutArgs {
     #[arg(long)]
     lossy: bool,
     /// Bytes of items per frame, at most.
-    #[arg(long, default_value_t = 64 << 10, value_name = "BYTES")]
+    #[arg(long, default_value_t = 63 << 10, value_name = "BYTES")]
     batch: usize,
     /// Lossless: bytes sent and not yet acknowledged, at most.
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]

@@ -69,15 +69,16 @@ pub struct OutReport {
 }
 
 impl Out {
-    /// A lossless bridge of `ring` onto `key`, with the defaults: 64 KiB
-    /// frames, a 16 MiB window, a broadcast source read from its oldest
+    /// A lossless bridge of `ring` onto `key`, with the defaults: 63 KiB
+    /// of items per frame (a frame then fits one zenoh batch, 64 KiB, and
+    /// is never fragmented), a 16 MiB window, a broadcast source read from its oldest
     /// item, byte messages up to 64 MiB.
     pub fn new(ring: &str, key: &str) -> Out {
         Out {
             ring: ring.to_string(),
             key: key.to_string(),
             lossy: false,
-            batch_bytes: 64 << 10,
+            batch_bytes: 63 << 10,
             window_bytes: 16 << 20,
             from: From::Oldest,
             max_message: 64 << 20,
@@ -88,6 +89,7 @@ impl Out {
     /// delivered (lossless: acknowledged by the receiver; it waits for one
     /// as long as it takes), or until an error.
     pub fn run(&self, session: &zenoh::Session) -> Result<OutReport, BridgeError> {
+        let key = crate::key_expr(&self.key)?;
         let mut reader = Reader::open(&self.ring, self.from, self.max_message)?;
         let info = crate::wire::StreamInfo {
             lossy: self.lossy,
@@ -95,7 +97,7 @@ impl Out {
         };
         let stream = crate::random_id();
         let publisher = session
-            .declare_publisher(self.key.clone())
+            .declare_publisher(key.clone())
             .congestion_control(if self.lossy {
                 CongestionControl::Drop
             } else {
@@ -109,7 +111,7 @@ impl Out {
             let c = ctl.clone();
             Some(
                 session
-                    .declare_subscriber(format!("{}/ctl", self.key))
+                    .declare_subscriber(key.join("ctl")?)
                     .callback(move |s| c.on_message(stream, &s.payload().to_bytes()))
                     .wait()?,
             )
@@ -143,7 +145,8 @@ impl Out {
                     continue;
                 }
             }
-            let mut frame = vec![0u8; HEADER_LEN];
+            let mut frame = Vec::with_capacity(HEADER_LEN + self.batch_bytes);
+            frame.resize(HEADER_LEN, 0);
             match reader.read(&mut frame, self.batch_bytes, Duration::from_millis(20))? {
                 Got::Items(n) => {
                     let mut h = Vec::with_capacity(HEADER_LEN);
@@ -173,7 +176,7 @@ impl Out {
             // confirms it, so a receiver that is not there when it goes out
             // waits for a next stream.
             session
-                .put(self.key.clone(), end)
+                .put(key, end)
                 .congestion_control(CongestionControl::Block)
                 .wait()?;
             return Ok(rep);

@@ -3,7 +3,8 @@
 //! One module per subcommand: `demo` (the main job: a verified stream between
 //! two real processes); `admin` (`ls`, `stat`, `rm`: inspect and clean up
 //! segments); `sendrecv` (`send`, `recv`: lines or raw bytes through a byte
-//! ring, or lines through a broadcast ring, from the shell); `bench` (the IPC comparison matrix); `torture`
+//! ring, or lines through a broadcast ring, from the shell); `bench` (the IPC comparison matrix); `bridge` (runs the separate
+//! `shmq-bridge` program); `torture`
 //! (SIGKILL endpoints at random points and audit the result). Each module owns its
 //! arguments and its work; this file only dispatches.
 
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod bench;
+mod bridge;
 mod demo;
 mod sendrecv;
 mod torture;
@@ -80,6 +82,10 @@ enum Cmd {
     /// Compare shmqueue with other IPC mechanisms (throughput, round trip,
     /// wake-up latency, idle CPU) and report figures, ratios, JSON and SVG.
     Bench(bench::BenchArgs),
+    /// Carry a ring to another host over zenoh: `bridge out RING --key K`,
+    /// `bridge in K RING`. Runs the separate shmq-bridge program.
+    #[command(disable_help_flag = true)]
+    Bridge(bridge::BridgeArgs),
     /// (internal) side B of a cross-process `bench` contender.
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
         Cmd::Recv(a) => sendrecv::recv(a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::BenchPeer(a) => bench::peer(a),
+        Cmd::Bridge(a) => bridge::bridge(a),
         Cmd::Torture(a) => torture::torture(a),
         Cmd::TortureProducer(a) => torture::producer(a),
         Cmd::TortureConsumer(a) => torture::consumer(a),
