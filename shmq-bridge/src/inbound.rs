@@ -112,6 +112,13 @@ impl In {
             .congestion_control(CongestionControl::Block)
             .wait()?;
         let send = |c: Ctl| ctl.put(c.to_bytes()).wait().map_err(BridgeError::from);
+        let hello = |state: &State, incarnation| {
+            send(Ctl::Hello {
+                stream: state.stream,
+                next: state.committed,
+                incarnation,
+            })
+        };
 
         let mut incarnation = crate::random_id();
         // Until a frame of the stream arrives, and after a gap: ask again,
@@ -120,11 +127,7 @@ impl In {
         // asynchronously, and a put before the route exists goes nowhere).
         let mut asking = true;
         let mut last_hello = Instant::now();
-        send(Ctl::Hello {
-            stream: state.stream,
-            next: state.committed,
-            incarnation,
-        })?;
+        hello(&state, incarnation)?;
         let mut writer: Option<(Writer, StreamInfo)> = None;
         let mut acked = state.committed;
         let mut last_ack = Instant::now();
@@ -139,11 +142,7 @@ impl In {
             let lossy = writer.as_ref().is_some_and(|(_, i)| i.lossy);
             if !lossy {
                 if asking && last_hello.elapsed() >= retry {
-                    send(Ctl::Hello {
-                        stream: state.stream,
-                        next: state.committed,
-                        incarnation,
-                    })?;
+                    hello(&state, incarnation)?;
                     last_hello = Instant::now();
                     retry = (retry * 2).min(RETRY);
                 }
@@ -213,11 +212,7 @@ impl In {
                     // answers although it answered this bridge before).
                     if !asking || last_hello.elapsed() >= retry {
                         incarnation = crate::random_id();
-                        send(Ctl::Hello {
-                            stream: state.stream,
-                            next: state.committed,
-                            incarnation,
-                        })?;
+                        hello(&state, incarnation)?;
                         last_hello = Instant::now();
                     }
                     if !asking {

@@ -134,6 +134,16 @@ fn in_bridge(key: &str, ring: &str, port: u16, state: &str, extra: &[&str]) -> B
     Bridge::start(&a)
 }
 
+/// An out-bridge of ring "a" and an in-bridge into ring "b" of `n`, on a
+/// fresh port and key.
+fn bridges(n: &Names, out_extra: &[&str], in_extra: &[&str]) -> (Bridge, Bridge) {
+    let port = free_port();
+    let key = format!("test/{}", n.tag);
+    let out = out_bridge(&n.ring("a"), &key, port, out_extra);
+    let inb = in_bridge(&key, &n.ring("b"), port, &n.state(), in_extra);
+    (out, inb)
+}
+
 fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + DEADLINE;
     loop {
@@ -187,10 +197,7 @@ fn spsc_million_u64_end_to_end() {
     const N: u64 = 1_000_000;
     let src = Spsc::<u64>::create(&a, 4096).unwrap();
     let _dst = Spsc::<u64>::create(&b, 4096).unwrap();
-    let port = free_port();
-    let key = format!("test/{}", n.tag);
-    let out = out_bridge(&a, &key, port, &[]);
-    let inb = in_bridge(&key, &b, port, &n.state(), &[]);
+    let (out, inb) = bridges(&n, &[], &[]);
     let producer = thread::spawn(move || {
         let mut p = src.producer().unwrap();
         for i in 0..N {
@@ -233,10 +240,7 @@ fn mpmc_items_with_checksums_into_an_spsc_ring() {
         .schema(0x5eed)
         .create(&a)
         .unwrap();
-    let port = free_port();
-    let key = format!("test/{}", n.tag);
-    let out = out_bridge(&a, &key, port, &[]);
-    let inb = in_bridge(&key, &b, port, &n.state(), &["--create", "--kind", "spsc"]);
+    let (out, inb) = bridges(&n, &[], &["--create", "--kind", "spsc"]);
     let producer = thread::spawn(move || {
         let mut p = src.producer().unwrap();
         for i in 0..N {
@@ -290,11 +294,8 @@ fn ten_thousand_byte_messages_up_to_a_mebibyte() {
     let (a, b) = (n.ring("a"), n.ring("b"));
     const N: u64 = 10_000;
     let src = ByteRing::builder().capacity(4 << 20).create(&a).unwrap();
-    let port = free_port();
-    let key = format!("test/{}", n.tag);
-    let out = out_bridge(&a, &key, port, &[]);
     // Created like the source: a byte ring of its capacity.
-    let inb = in_bridge(&key, &b, port, &n.state(), &["--create"]);
+    let (out, inb) = bridges(&n, &[], &["--create"]);
     let producer = thread::spawn(move || {
         let mut p = src.producer().unwrap();
         for i in 0..N {
@@ -326,12 +327,9 @@ fn a_stopped_consumer_blocks_the_remote_producer_and_nothing_is_lost() {
     const N: u64 = 100_000;
     let src = Spsc::<u64>::create(&a, 1024).unwrap();
     let dst = Spsc::<u64>::create(&b, 1024).unwrap();
-    let port = free_port();
-    let key = format!("test/{}", n.tag);
     // A small window, so what is in flight is bounded by it and the two
     // rings, not by zenoh's or TCP's buffers.
-    let out = out_bridge(&a, &key, port, &["--window", "65536", "--batch", "8192"]);
-    let inb = in_bridge(&key, &b, port, &n.state(), &[]);
+    let (out, inb) = bridges(&n, &["--window", "65536", "--batch", "8192"], &[]);
     let mut c = dst.consumer().unwrap();
     let mut p = src.producer().unwrap();
     // Nobody pops /b: the producer must come to a stop, well short of N.
@@ -477,10 +475,7 @@ fn a_mismatched_stream_is_refused_on_both_sides() {
         .schema(2)
         .create(&b)
         .unwrap();
-    let port = free_port();
-    let key = format!("test/{}", n.tag);
-    let out = out_bridge(&a, &key, port, &[]);
-    let inb = in_bridge(&key, &b, port, &n.state(), &[]);
+    let (out, inb) = bridges(&n, &[], &[]);
     let mut p = src.producer().unwrap();
     p.push(42).unwrap();
     let (ic, _, ierr) = inb.finish();
@@ -512,10 +507,7 @@ fn broadcast_to_broadcast_every_subscriber_gets_every_item() {
     let subs: Vec<_> = (0..2)
         .map(|_| dst.subscribe(Start::Oldest).unwrap())
         .collect();
-    let port = free_port();
-    let key = format!("test/{}", n.tag);
-    let out = out_bridge(&a, &key, port, &[]);
-    let inb = in_bridge(&key, &b, port, &n.state(), &[]);
+    let (out, inb) = bridges(&n, &[], &[]);
     // The out-bridge subscribes at the oldest item, so what is published
     // before it attaches is carried too.
     let mut p = src.publisher().unwrap();
@@ -554,10 +546,7 @@ fn a_lossy_stream_counts_exactly_what_it_lost() {
     const N: u64 = 4_000_000;
     let src = Spsc::<u64>::create(&a, 1 << 16).unwrap();
     let dst = Spsc::<u64>::create(&b, 1 << 16).unwrap();
-    let port = free_port();
-    let key = format!("test/{}", n.tag);
-    let out = out_bridge(&a, &key, port, &["--lossy"]);
-    let inb = in_bridge(&key, &b, port, &n.state(), &[]);
+    let (out, inb) = bridges(&n, &["--lossy"], &[]);
     let mut p = src.producer().unwrap();
     let mut c = dst.consumer().unwrap();
     // Item 0 through, so the link is up, then stop the receiver and send
@@ -602,4 +591,104 @@ fn a_lossy_stream_counts_exactly_what_it_lost() {
         lost > 0,
         "nothing was dropped: the test did not exercise loss"
     );
+}
+
+/// The test is the sender, speaking the wire format itself over zenoh, so
+/// it can send what a real sender sends only in rare races: overlapping
+/// frames, a gap, a foreign message. The in-bridge (a real process) must
+/// push each item once, in order, and ask for the gap rather than pass it.
+#[test]
+fn duplicates_are_dropped_and_gaps_asked_for() {
+    use shmq_bridge::wire::{Ctl, FrameHeader, StreamInfo};
+    use zenoh::Wait;
+
+    let n = Names::new("wire");
+    let b = n.ring("b");
+    let dst = Spsc::<u64>::create(&b, 1024).unwrap();
+    let mut c = dst.consumer().unwrap();
+    let port = free_port();
+    let ep = format!("tcp/127.0.0.1:{port}");
+    let key = format!("test/{}", n.tag);
+    let session = shmq_bridge::open_session(&[ep], &[], None).unwrap();
+    let ctl = session
+        .declare_subscriber(format!("{key}/ctl"))
+        .with(zenoh::handlers::FifoChannel::new(256))
+        .wait()
+        .unwrap();
+    let data = session.declare_publisher(key.clone()).wait().unwrap();
+    let inb = in_bridge(&key, &b, port, &n.state(), &[]);
+
+    // The receiver's hello: a fresh one, no stream yet.
+    let next_ctl = || {
+        let s = ctl
+            .recv_timeout(DEADLINE)
+            .unwrap()
+            .expect("the in-bridge said nothing");
+        Ctl::read(&s.payload().to_bytes()).unwrap()
+    };
+    let Ctl::Hello {
+        stream: 0,
+        next: 0,
+        incarnation,
+    } = next_ctl()
+    else {
+        panic!("expected a first hello")
+    };
+    let info = StreamInfo {
+        kind: shmqueue::QueueKind::Spsc,
+        elem_size: 8,
+        elem_align: 8,
+        schema: 0,
+        capacity: 1024,
+        lossy: false,
+    };
+    let stream = 0xabcd_u64;
+    let frame = |first: u64, count: u32, end: bool| {
+        let mut f = Vec::new();
+        FrameHeader {
+            end,
+            info,
+            stream,
+            first,
+            count,
+            answer: incarnation as u32,
+        }
+        .write(&mut f);
+        for i in first..first + u64::from(count) * u64::from(!end) {
+            f.extend_from_slice(&i.to_le_bytes());
+        }
+        f
+    };
+    let put = |f: Vec<u8>| data.put(f).wait().unwrap();
+    put(frame(0, 10, false));
+    put(b"not a bridge frame".to_vec()); // foreign: ignored, counted
+    put(frame(5, 10, false)); // 5..10 again, then 10..15
+    put(frame(0, 15, false)); // all again
+    put(frame(30, 10, false)); // a gap: 15..30 missing
+                               // The receiver must ask for 15 (a new incarnation), not pass 30.. on.
+    let asked = loop {
+        match next_ctl() {
+            Ctl::Hello {
+                stream: s, next, ..
+            } if s == stream => break next,
+            Ctl::Ack { .. } | Ctl::Hello { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(asked, 15, "the receiver asked for the wrong place");
+    put(frame(15, 25, false)); // 15..40: the gap and the frame it dropped
+    put(frame(40, 0, true));
+    let (ic, irep, ierr) = inb.finish();
+    assert_eq!(ic, 0, "in: {ierr}");
+    for i in 0..40 {
+        assert_eq!(c.pop_timeout(DEADLINE).unwrap(), i);
+    }
+    assert!(matches!(
+        c.try_pop(),
+        Err(shmqueue::TryPopError::Disconnected | shmqueue::TryPopError::Empty)
+    ));
+    assert_eq!(report_u64(&irep, "items"), 40);
+    assert_eq!(report_u64(&irep, "duplicates"), 5 + 15);
+    assert_eq!(report_u64(&irep, "foreign"), 1);
+    assert_eq!(report_u64(&irep, "lost"), 0);
 }
