@@ -25,15 +25,15 @@ use crate::local::{Create, Writer};
 use crate::state::State;
 use crate::wire::{Ctl, FrameHeader, StreamInfo};
 
-/// An in-bridge: which key, which ring, how.
+/// An in-bridge: which key, which ring, how. From a service
+/// (`examples/embed.rs`, compiled by `cargo test`):
 ///
-/// ```no_run
+/// ```rust,ignore
 /// let session = shmq_bridge::open_session(&[], &["tcp/127.0.0.1:7447".into()], None)?;
 /// let mut bridge = shmq_bridge::In::new("orders/eu", "/orders-remote", "/var/lib/orders.state");
 /// bridge.create = Some(shmq_bridge::Create::default()); // make the ring like the source's
 /// let report = bridge.run(&session)?;
 /// println!("{} items in, {} duplicates dropped", report.items, report.duplicates);
-/// # Ok::<(), shmq_bridge::BridgeError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct In {

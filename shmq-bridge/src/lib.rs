@@ -54,11 +54,6 @@ pub use out::{Out, OutReport};
 ///
 /// With no `listen` endpoint the session listens on an ephemeral loopback
 /// port only, rather than zenoh's default of every interface.
-///
-/// ```
-/// let c = shmq_bridge::config(&["tcp/127.0.0.1:0".into()], &[], None).unwrap();
-/// assert_eq!(c.get_json("scouting/multicast/enabled").unwrap(), "false");
-/// ```
 pub fn config(
     listen: &[String],
     connect: &[String],
@@ -88,12 +83,8 @@ pub fn config(
     Ok(c)
 }
 
-/// Open a zenoh session with [`config`]'s configuration.
-///
-/// ```no_run
-/// let session = shmq_bridge::open_session(&[], &["tcp/10.0.0.2:7447".into()], None)?;
-/// # Ok::<(), shmq_bridge::BridgeError>(())
-/// ```
+/// Open a zenoh session with [`config`]'s configuration (see
+/// `examples/embed.rs`).
 pub fn open_session(
     listen: &[String],
     connect: &[String],
@@ -124,4 +115,26 @@ pub(crate) fn random_id() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish() | 1
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_turns_scouting_off_and_listens_on_loopback_only() {
+        let c = super::config(&[], &["tcp/127.0.0.1:7447".into()], None).unwrap();
+        assert_eq!(c.get_json("scouting/multicast/enabled").unwrap(), "false");
+        assert_eq!(c.get_json("scouting/gossip/enabled").unwrap(), "false");
+        assert_eq!(c.get_json("mode").unwrap(), "\"peer\"");
+        assert_eq!(
+            c.get_json("listen/endpoints").unwrap(),
+            "[\"tcp/127.0.0.1:0\"]"
+        );
+        let c = super::config(&["tcp/0.0.0.0:7447".into()], &[], None).unwrap();
+        assert!(c
+            .get_json("listen/endpoints")
+            .unwrap()
+            .contains("0.0.0.0:7447"));
+        assert!(super::key_expr("/orders").is_err());
+        assert!(super::key_expr("orders/eu").is_ok());
+    }
 }

@@ -24,13 +24,13 @@ use crate::error::BridgeError;
 use crate::local::{From, Got, Reader};
 use crate::wire::{Ctl, FrameHeader, HEADER_LEN};
 
-/// An out-bridge: which ring, which key, how.
+/// An out-bridge: which ring, which key, how. From a service
+/// (`examples/embed.rs`, compiled by `cargo test`):
 ///
-/// ```no_run
+/// ```rust,ignore
 /// let session = shmq_bridge::open_session(&["tcp/127.0.0.1:7447".into()], &[], None)?;
 /// let report = shmq_bridge::Out::new("/orders", "orders/eu").run(&session)?;
 /// println!("{} items sent", report.items);
-/// # Ok::<(), shmq_bridge::BridgeError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Out {
