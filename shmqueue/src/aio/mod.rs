@@ -100,11 +100,30 @@ pub(crate) struct AsyncWait {
     /// heavy fence could not be issued (then every wait re-arms).
     armed: Option<u32>,
     reg: Option<Registration>,
+    /// Retries (single pauses, at most [`MAX_SPIN`]) of a fresh wait
+    /// before it arms: the endpoint's `spin` setting.
+    spin: u32,
 }
+
+/// The most an async wait busy-waits before it arms: the single-pause part
+/// of a sync spin ([`crate::wait`]'s flat retries), never its yields, which
+/// would hold up every other task of the runtime thread.
+pub(crate) const MAX_SPIN: u32 = 256;
 
 impl AsyncWait {
     pub(crate) fn new() -> AsyncWait {
         AsyncWait::default()
+    }
+
+    /// A wait that retries up to `spin` times (capped at [`MAX_SPIN`],
+    /// single pauses) before it arms, as a sync wait spins before it sleeps:
+    /// a consumer that catches up with a busy producer then finds the next
+    /// item without a membarrier, a registration and a wake-up per catch-up.
+    pub(crate) fn spinning(spin: u32) -> AsyncWait {
+        AsyncWait {
+            spin: spin.min(MAX_SPIN),
+            ..AsyncWait::default()
+        }
     }
 
     /// One poll of a wait on `event` (of `ring`) for `attempt` to give a
@@ -121,14 +140,52 @@ impl AsyncWait {
             self.finish();
             return Poll::Ready(r);
         }
+        self.poll_missed(ring, event, cx, &mut attempt)
+    }
+
+    /// The rest of [`AsyncWait::poll`], after a first attempt (the
+    /// caller's) that found nothing: spin, arm, re-check, register.
+    ///
+    /// The per-item paths (SPSC and MPMC pops, pushes, `Stream`s) make the
+    /// first attempt themselves, inline, and call this only when it missed
+    /// (after [`AsyncWait::finish`] when it hit), so that an item stays in
+    /// registers: returned through memory from an out-of-line closure, it
+    /// was written with two narrow stores and read back with one wide load,
+    /// which cannot be store-forwarded, so the load waited for every earlier
+    /// store to reach the cache, the consumer index store included, whose
+    /// line the producer is reading. Profiled (perf, `benches/aio.rs`
+    /// `async Stream`): that one load was 40% of the consumer's time. The
+    /// same trap as `wait::keep_trying`'s.
+    #[inline(never)]
+    pub(crate) fn poll_missed<R>(
+        &mut self,
+        ring: &Arc<Ring>,
+        event: &Event,
+        cx: &mut Context<'_>,
+        attempt: &mut impl FnMut() -> Option<R>,
+    ) -> Poll<R> {
         let (epoch, short) = match self.armed {
             // Woken by a liveness tick (or spuriously) and nothing moved:
             // the arm at `e` still stands. Every publication the re-check
             // after it missed bumps the epoch past `e` (that is what the
             // Dekker pair guarantees), so waiting for `e` to change again
             // needs no new arm and no new fence: no membarrier per tick.
+            // (And no spin: nothing has moved.)
             Some(e) if event.epoch.load(Ordering::Acquire) == e => (e, false),
             _ => {
+                // A fresh wait: a few retries first (more attempts before
+                // the arm change nothing in the protocol, which starts at
+                // the arm).
+                for _ in 0..self.spin {
+                    #[cfg(not(shmqueue_loom))]
+                    std::hint::spin_loop();
+                    #[cfg(shmqueue_loom)]
+                    crate::sync::yield_now();
+                    if let Some(r) = attempt() {
+                        self.finish();
+                        return Poll::Ready(r);
+                    }
+                }
                 let ticket = event.prepare();
                 // The re-check after F1. (Mutation for the loom suite: skip
                 // it, and a publication between the first attempt and the
@@ -148,9 +205,20 @@ impl AsyncWait {
     }
 
     /// The wait is over: withdraw from the waiter thread (if it still lists
-    /// us) and forget the arm, so the next wait starts afresh.
+    /// us) and forget the arm, so the next wait starts afresh. Inline, with
+    /// the withdrawal out of line: a wait that never slept has nothing to
+    /// withdraw.
+    #[inline(always)]
     pub(crate) fn finish(&mut self) {
         self.armed = None;
+        if self.reg.is_some() {
+            self.withdraw();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn withdraw(&mut self) {
         self.reg = None;
     }
 }
@@ -228,8 +296,8 @@ macro_rules! pop_stream {
                 /// This consumer as a [`futures_core::Stream`] (feature `tokio`).
                 pub fn into_stream(self) -> PopStream<T> {
                     PopStream {
+                        wait: AsyncWait::spinning(self.spin),
                         rx: self,
-                        wait: AsyncWait::new(),
                         done: false,
                     }
                 }
@@ -250,6 +318,7 @@ macro_rules! pop_stream {
             impl<T: Pod> futures_core::Stream for PopStream<T> {
                 type Item = Result<T, Corruption>;
 
+                #[inline]
                 fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
                     let this = self.get_mut();
                     if this.done {
