@@ -87,20 +87,27 @@ impl<T: Pod> Producer<T> {
     /// future completed and the item is in the queue, or it is not.
     pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
         let mut wait = AsyncWait::spinning(self.spin);
-        poll_fn(|cx| {
-            let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
-            // The first attempt inline, the waiting out of line (see
-            // `AsyncWait::poll_missed`).
-            if let Some(r) = push_outcome(push_impl(att, shape, local, &value), value) {
-                wait.finish();
-                return Poll::Ready(r);
-            }
-            let event = &att.header().events.not_full;
-            wait.poll_missed(att.ring(), event, cx, &mut || {
-                push_outcome(push_impl(att, shape, local, &value), value)
-            })
+        poll_fn(|cx| self.poll_push(&mut wait, cx, value)).await
+    }
+
+    // Always inlined, with the first attempt made here and the waiting out
+    // of line (`AsyncWait::poll_missed`, which says why).
+    #[inline(always)]
+    pub(super) fn poll_push(
+        &mut self,
+        wait: &mut AsyncWait,
+        cx: &mut Context<'_>,
+        value: T,
+    ) -> Poll<Result<(), PushError<T>>> {
+        let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
+        if let Some(r) = push_outcome(push_impl(att, shape, local, &value), value) {
+            wait.finish();
+            return Poll::Ready(r);
+        }
+        let event = &att.header().events.not_full;
+        wait.poll_missed(att.ring(), event, cx, &mut || {
+            push_outcome(push_impl(att, shape, local, &value), value)
         })
-        .await
     }
 }
 
@@ -122,3 +129,5 @@ crate::aio::pop_stream!(
     "queue",
     "the queue is drained and every producer has gone"
 );
+
+crate::aio::push_sink!("mpmc", "Mpmc", "queue", "every consumer");

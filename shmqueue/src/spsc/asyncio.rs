@@ -87,35 +87,42 @@ impl<T: Pod> Producer<T> {
     /// future completed and the item is in the ring, or it is not.
     pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
         let mut wait = AsyncWait::spinning(self.spin);
-        poll_fn(|cx| {
-            let att = &self.att;
-            let local = &mut self.local;
-            // The first attempt inline, the waiting out of line (see
-            // `AsyncWait::poll_missed`).
-            match try_push_impl(att, local, &value) {
-                Ok(()) => {
-                    wait.finish();
-                    return Poll::Ready(Ok(()));
-                }
-                Err(PushFail::Full) => {}
-                Err(e) => {
-                    wait.finish();
-                    return Poll::Ready(Err(push_fail(e, value)));
-                }
+        poll_fn(|cx| self.poll_push(&mut wait, cx, value)).await
+    }
+
+    // Always inlined, with the first attempt made here and the waiting out
+    // of line (`AsyncWait::poll_missed`, which says why).
+    #[inline(always)]
+    pub(super) fn poll_push(
+        &mut self,
+        wait: &mut AsyncWait,
+        cx: &mut Context<'_>,
+        value: T,
+    ) -> Poll<Result<(), PushError<T>>> {
+        let att = &self.att;
+        let local = &mut self.local;
+        match try_push_impl(att, local, &value) {
+            Ok(()) => {
+                wait.finish();
+                return Poll::Ready(Ok(()));
             }
-            let event = &att.header().events.not_full;
-            wait.poll_missed(
-                att.ring(),
-                event,
-                cx,
-                &mut || match try_push_impl(att, local, &value) {
-                    Ok(()) => Some(Ok(())),
-                    Err(PushFail::Full) => None,
-                    Err(e) => Some(Err(push_fail(e, value))),
-                },
-            )
-        })
-        .await
+            Err(PushFail::Full) => {}
+            Err(e) => {
+                wait.finish();
+                return Poll::Ready(Err(push_fail(e, value)));
+            }
+        }
+        let event = &att.header().events.not_full;
+        wait.poll_missed(
+            att.ring(),
+            event,
+            cx,
+            &mut || match try_push_impl(att, local, &value) {
+                Ok(()) => Some(Ok(())),
+                Err(PushFail::Full) => None,
+                Err(e) => Some(Err(push_fail(e, value))),
+            },
+        )
     }
 }
 
@@ -132,3 +139,5 @@ crate::aio::pop_stream!(
     "ring",
     "the ring is drained and the producer has gone"
 );
+
+crate::aio::push_sink!("spsc", "Spsc", "ring", "the consumer");
