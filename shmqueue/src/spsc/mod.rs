@@ -254,6 +254,8 @@ impl<T: Pod> Spsc<T> {
                 reap: Throttle::default(),
             },
             spin: self.spin,
+            #[cfg(any(feature = "tokio", shmqueue_loom))]
+            wait: crate::aio::AsyncWait::kept(self.spin),
             att,
             _t: PhantomData,
         })
@@ -274,6 +276,8 @@ impl<T: Pod> Spsc<T> {
                 reap: Throttle::default(),
             },
             spin: self.spin,
+            #[cfg(any(feature = "tokio", shmqueue_loom))]
+            wait: crate::aio::AsyncWait::kept(self.spin),
             att,
             _t: PhantomData,
         })
