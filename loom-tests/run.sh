@@ -40,8 +40,7 @@ failed=0
 for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant mpmc:vyukov_seq bytes:bytes_relaxed_publish \
     broadcast:bcast_no_gate broadcast:bcast_no_recheck broadcast:bcast_evict_live \
     broadcast:bcast_no_join_check aio:async_no_recheck:pop_async_against_push \
-    aio:async_no_recheck:broadcast_recv_async_against_publish \
-    aio:async_unlisted_idle:kept_registration_across_two_pop_async; do
+    aio:async_no_recheck:broadcast_recv_async_against_publish; do
     file=${m%%:*}
     rest=${m#*:}
     name=${rest%%:*}

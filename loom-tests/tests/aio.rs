@@ -99,34 +99,6 @@ fn producer_drop_wakes_pop_async() {
     });
 }
 
-/// Two awaiting pops on one endpoint against two sync pushes. The
-/// endpoint keeps its registration between the waits (`AsyncWait::kept`):
-/// once the first wait's word moves, the waiter thread keeps the entry
-/// listed at the new value with no waker, and the second wait, arming at
-/// that value, renews it without ringing the doorbell. That is only sound
-/// if the entry stayed listed; `async_unlisted_idle` (the waiter thread
-/// lists only entries with a waker) is rejected here: the second wait is
-/// never woken (loom-tests/run.sh).
-#[test]
-fn kept_registration_across_two_pop_async() {
-    model(|| {
-        let q = ring(2);
-        let mut tx = q.producer().unwrap();
-        let mut rx = q.consumer().unwrap();
-        let waiter = thread::spawn(shmqueue::aio::model_run_waiter);
-        let p = thread::spawn(move || {
-            tx.push(1).unwrap();
-            tx.push(2).unwrap();
-            tx
-        });
-        assert_eq!(loom::future::block_on(rx.pop_async()), Ok(1));
-        assert_eq!(loom::future::block_on(rx.pop_async()), Ok(2));
-        let tx = p.join().unwrap();
-        stop(waiter);
-        drop(tx);
-    });
-}
-
 // The broadcast and byte-ring async forms (phase 2) add no ordering of
 // their own: the same `AsyncWait` around the sync calls' attempts (see
 // docs/DESIGN.md, "Async waiting"). These models check that the reuse

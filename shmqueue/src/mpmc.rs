@@ -324,8 +324,6 @@ impl<T: Pod> Mpmc<T> {
             shape,
             local: Local::default(),
             spin: self.spin,
-            #[cfg(any(feature = "tokio", shmqueue_loom))]
-            wait: crate::aio::AsyncWait::kept(self.spin),
             _t: PhantomData,
         })
     }
@@ -339,8 +337,6 @@ impl<T: Pod> Mpmc<T> {
             shape,
             local: Local::default(),
             spin: self.spin,
-            #[cfg(any(feature = "tokio", shmqueue_loom))]
-            wait: crate::aio::AsyncWait::kept(self.spin),
             _t: PhantomData,
         })
     }
@@ -658,12 +654,6 @@ pub struct Producer<T> {
     shape: Shape,
     local: Local,
     spin: u32,
-    /// The endpoint's own async wait (feature `tokio`): its registration
-    /// with a waiter thread is kept between `*_async` calls, so that each
-    /// wait after the first renews it instead of waking the waiter thread
-    /// (`AsyncWait::kept`). Dropped with the endpoint.
-    #[cfg(any(feature = "tokio", shmqueue_loom))]
-    wait: crate::aio::AsyncWait,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -884,12 +874,6 @@ pub struct Consumer<T> {
     shape: Shape,
     local: Local,
     spin: u32,
-    /// The endpoint's own async wait (feature `tokio`): its registration
-    /// with a waiter thread is kept between `*_async` calls, so that each
-    /// wait after the first renews it instead of waking the waiter thread
-    /// (`AsyncWait::kept`). Dropped with the endpoint.
-    #[cfg(any(feature = "tokio", shmqueue_loom))]
-    wait: crate::aio::AsyncWait,
     _t: PhantomData<fn(T) -> T>,
 }
 

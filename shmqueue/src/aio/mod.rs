@@ -103,8 +103,6 @@ pub(crate) struct AsyncWait {
     /// Retries (single pauses, at most [`MAX_SPIN`]) of a fresh wait
     /// before it arms: the endpoint's `spin` setting.
     spin: u32,
-    /// The registration outlives each wait (see [`AsyncWait::kept`]).
-    keep: bool,
 }
 
 /// The most an async wait busy-waits before it arms: the single-pause part
@@ -125,21 +123,6 @@ impl AsyncWait {
         AsyncWait {
             spin: spin.min(MAX_SPIN),
             ..AsyncWait::default()
-        }
-    }
-
-    /// A [`spinning`](AsyncWait::spinning) wait whose registration outlives
-    /// each wait: for an `AsyncWait` that lives as long as its endpoint (an
-    /// endpoint's own, a `Stream`'s, a `Sink`'s), which waits on the same
-    /// word again and again. The waiter thread keeps it listed after its
-    /// word moved, at the value it moved to, and the next wait, which most
-    /// often arms at that value, renews it without ringing the doorbell: no
-    /// waiter-thread wake-up and no `futex_wake` per wait to rebuild its
-    /// list. Dropping the `AsyncWait` withdraws it.
-    pub(crate) fn kept(spin: u32) -> AsyncWait {
-        AsyncWait {
-            keep: true,
-            ..AsyncWait::spinning(spin)
         }
     }
 
@@ -217,27 +200,18 @@ impl AsyncWait {
                 (ticket.epoch, ticket.short)
             }
         };
-        reactor::register(
-            &mut self.reg,
-            ring,
-            &event.epoch,
-            epoch,
-            short,
-            cx.waker(),
-            self.keep,
-        );
+        reactor::register(&mut self.reg, ring, &event.epoch, epoch, short, cx.waker());
         Poll::Pending
     }
 
-    /// The wait is over: forget the arm, so the next wait starts afresh,
-    /// and withdraw from the waiter thread (if it still lists us), unless
-    /// the registration is [`kept`](AsyncWait::kept). Inline, with the
-    /// withdrawal out of line: a wait that never slept has nothing to
+    /// The wait is over: withdraw from the waiter thread (if it still lists
+    /// us) and forget the arm, so the next wait starts afresh. Inline, with
+    /// the withdrawal out of line: a wait that never slept has nothing to
     /// withdraw.
     #[inline(always)]
     pub(crate) fn finish(&mut self) {
         self.armed = None;
-        if self.reg.is_some() && !self.keep {
+        if self.reg.is_some() {
             self.withdraw();
         }
     }
@@ -252,8 +226,7 @@ impl AsyncWait {
 /// How many async waiter threads this process has started, and how many
 /// waits are registered with them right now (for tests: a wait is
 /// registered once its future has returned `Pending`, until it is woken
-/// by its word moving or dropped; an endpoint's kept registration between
-/// its waits is not counted).
+/// by its word moving or dropped).
 #[cfg(not(shmqueue_loom))]
 #[doc(hidden)]
 pub fn census() -> (usize, usize) {
@@ -323,7 +296,7 @@ macro_rules! pop_stream {
                 /// This consumer as a [`futures_core::Stream`] (feature `tokio`).
                 pub fn into_stream(self) -> PopStream<T> {
                     PopStream {
-                        wait: AsyncWait::kept(self.spin),
+                        wait: AsyncWait::spinning(self.spin),
                         rx: self,
                         done: false,
                     }
@@ -474,7 +447,7 @@ macro_rules! push_sink {
                 /// see [`PushSink`] for what each method guarantees.
                 pub fn into_sink(self) -> PushSink<T> {
                     PushSink {
-                        wait: AsyncWait::kept(self.spin),
+                        wait: AsyncWait::spinning(self.spin),
                         tx: Some(self),
                         kept: None,
                     }
@@ -554,7 +527,7 @@ macro_rules! push_sink {
                     // Detach (the producer's drop notifies), so the consumer
                     // drains and then sees Disconnected.
                     this.tx = None;
-                    this.wait = AsyncWait::new(); // withdraws the kept registration
+                    this.wait.finish();
                     Poll::Ready(r)
                 }
             }

@@ -68,13 +68,6 @@ struct Entry {
     /// Wake after this even if the word did not move: the 1 ms slices of a
     /// waiter whose heavy fence could not be issued (wait.rs, `Ticket`).
     until: Option<Deadline>,
-    /// Stay listed once the word moves (at the value it moved to, with no
-    /// waker) instead of being dropped: the registration of an endpoint or
-    /// stream, which waits on the same word again and again. Its next wait
-    /// most often arms at exactly that value, and then renews without a
-    /// doorbell, so the waiter thread is not woken to rebuild its list for
-    /// every wait. Withdrawn when the registration is dropped.
-    keep: bool,
 }
 
 // SAFETY: `word` points into the mapping (or the loom heap) that `ring`
@@ -195,19 +188,13 @@ impl Shard {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // Made before a fork: the shard's thread is the parent's, and its
-        // lock may have been held by a parent thread at the fork. Leave it.
-        if self.shard.generation != crate::liveness::fork_generation() {
-            return;
-        }
         self.shard.remove(self.id);
     }
 }
 
 /// Register (or renew) a wait: wake `waker` once `word` (an epoch word in
 /// `ring`) no longer holds `expected`, or at the next liveness tick, or
-/// after 1 ms if `short`. A `keep` registration stays listed after its word
-/// moved (see `Entry::keep`).
+/// after 1 ms if `short`.
 pub(crate) fn register(
     reg: &mut Option<Registration>,
     ring: &Arc<Ring>,
@@ -215,7 +202,6 @@ pub(crate) fn register(
     expected: u32,
     short: bool,
     waker: &Waker,
-    keep: bool,
 ) {
     let until = short.then(|| Deadline::after(Duration::from_millis(1)));
     if let Some(r) = reg {
@@ -235,7 +221,6 @@ pub(crate) fn register(
         expected,
         waker: Some(waker.clone()),
         until,
-        keep,
     };
     *reg = Some(add(entry));
 }
@@ -255,11 +240,7 @@ pub(crate) fn census() -> (usize, usize) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entries
-                .iter()
-                // Waiting ones: a kept registration between its waits is
-                // listed but waits for nothing.
-                .filter(|e| e.waker.is_some())
-                .count()
+                .len()
         })
         .sum();
     (shards.len(), waits)
@@ -357,22 +338,10 @@ fn run(shard: &Shard) {
             list.clear();
             list.push((NonNull::from(&shard.doorbell), bell, true));
             for e in &st.entries {
-                // Every entry, with a waker or not: a renewal at the listed
-                // value rings no doorbell, so an entry between its waits (a
-                // kept one, or one a tick woke) must already be listened to.
-                // (Mutation for the loom suite: list only waiting entries,
-                // and a kept registration's next wait is never woken:
-                // loom-tests/README.md.)
-                #[cfg(shmqueue_mutation = "async_unlisted_idle")]
-                if e.waker.is_none() {
-                    continue;
-                }
                 list.push((e.word, e.expected, false));
                 held.push(Arc::clone(&e.ring));
             }
-            // Ticks only while some registration waits (has a waker): an
-            // endpoint's kept registration between its waits needs none.
-            if !st.entries.iter().any(|e| e.waker.is_some()) {
+            if st.entries.is_empty() {
                 st.next_tick = None;
             } else if st.next_tick.is_none() {
                 st.next_tick = Some(Deadline::after(LIVENESS_SLICE));
@@ -396,27 +365,14 @@ fn run(shard: &Shard) {
             st.entries.retain_mut(|e| {
                 // Acquire: pairs with the notifier's Release bump, though
                 // the woken future re-reads the ring with its own Acquire.
-                let now = e.word().load(Ordering::Acquire);
-                let moved = now != e.expected;
+                let moved = e.word().load(Ordering::Acquire) != e.expected;
                 let slice_over = e.until.is_some_and(|u| u.passed());
                 if moved || slice_over || tick {
                     wake.extend(e.waker.take());
                 }
-                if slice_over {
-                    return false; // a short wait re-arms and registers anew
-                }
-                if moved && e.keep {
-                    // Listed from now on at the value it moved to, with no
-                    // waker: the next wait renews it (no doorbell if it
-                    // armed at `now`), and a further move before that wakes
-                    // nobody.
-                    e.expected = now;
-                    return true;
-                }
-                // A moved word of a one-off wait is done with: the future
-                // re-arms for a new epoch. A ticked one stays listed for its
-                // renewal.
-                !moved
+                // A moved word is done with: the future re-arms for a new
+                // epoch. A ticked one stays listed for its renewal.
+                !(moved || slice_over)
             });
         }
         // Outside the lock: a waker may run code that registers again.

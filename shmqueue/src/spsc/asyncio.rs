@@ -26,13 +26,8 @@ impl<T: Pod> Consumer<T> {
     /// that took another branch, a timeout) has taken nothing: the next pop
     /// gets the item.
     pub async fn pop_async(&mut self) -> Result<T, PopError> {
-        // The endpoint's own wait, whose registration is kept between calls
-        // (`AsyncWait::kept`); a fresh one in its place while this future
-        // has it, so that a future dropped mid-wait withdraws it.
-        let mut wait = std::mem::replace(&mut self.wait, AsyncWait::kept(self.spin));
-        let r = poll_fn(|cx| self.poll_pop(&mut wait, cx)).await;
-        self.wait = wait;
-        r
+        let mut wait = AsyncWait::spinning(self.spin);
+        poll_fn(|cx| self.poll_pop(&mut wait, cx)).await
     }
 
     // Always inlined, with the first attempt made here and the waiting out
@@ -91,11 +86,8 @@ impl<T: Pod> Producer<T> {
     /// `Pod`, so `Copy`). A push is never half-published: either the
     /// future completed and the item is in the ring, or it is not.
     pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
-        // The endpoint's own wait, kept between calls (as in `pop_async`).
-        let mut wait = std::mem::replace(&mut self.wait, AsyncWait::kept(self.spin));
-        let r = poll_fn(|cx| self.poll_push(&mut wait, cx, value)).await;
-        self.wait = wait;
-        r
+        let mut wait = AsyncWait::spinning(self.spin);
+        poll_fn(|cx| self.poll_push(&mut wait, cx, value)).await
     }
 
     // Always inlined, with the first attempt made here and the waiting out

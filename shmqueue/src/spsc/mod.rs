@@ -254,8 +254,6 @@ impl<T: Pod> Spsc<T> {
                 reap: Throttle::default(),
             },
             spin: self.spin,
-            #[cfg(any(feature = "tokio", shmqueue_loom))]
-            wait: crate::aio::AsyncWait::kept(self.spin),
             att,
             _t: PhantomData,
         })
@@ -276,8 +274,6 @@ impl<T: Pod> Spsc<T> {
                 reap: Throttle::default(),
             },
             spin: self.spin,
-            #[cfg(any(feature = "tokio", shmqueue_loom))]
-            wait: crate::aio::AsyncWait::kept(self.spin),
             att,
             _t: PhantomData,
         })

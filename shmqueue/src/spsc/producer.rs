@@ -35,12 +35,6 @@ pub(super) struct ProducerLocal {
 pub struct Producer<T> {
     pub(super) local: ProducerLocal,
     pub(super) spin: u32,
-    /// The endpoint's own async wait (feature `tokio`): its registration
-    /// with a waiter thread is kept between `*_async` calls, so that each
-    /// wait after the first renews it instead of waking the waiter thread
-    /// (`AsyncWait::kept`). Dropped with the endpoint.
-    #[cfg(any(feature = "tokio", shmqueue_loom))]
-    pub(super) wait: crate::aio::AsyncWait,
     pub(super) att: Attachment,
     pub(super) _t: PhantomData<fn(T) -> T>,
 }
