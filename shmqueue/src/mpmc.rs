@@ -38,7 +38,7 @@
 #[cfg(any(feature = "tokio", shmqueue_loom))]
 mod asyncio;
 #[cfg(feature = "tokio")]
-pub use asyncio::PopStream;
+pub use asyncio::{PopStream, PushSink};
 
 use std::fmt;
 use std::marker::PhantomData;

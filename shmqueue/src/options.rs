@@ -23,7 +23,10 @@ macro_rules! shared_builder_options {
         /// Retries before a blocking call sleeps on the futex (default
         /// [`DEFAULT_SPIN`](crate::DEFAULT_SPIN): ~10 µs of single pauses, then
         /// `sched_yield`s, ~50 µs in all on an idle core). 0 sleeps at once;
-        /// larger values trade CPU for wake-up latency.
+        /// larger values trade CPU for wake-up latency. The async waits of SPSC
+        /// and MPMC endpoints (feature `tokio`) retry up to this many times
+        /// too before they register to be woken, but at most 256, single
+        /// pauses only (a few µs), never a `sched_yield`.
         pub fn spin(mut self, retries: u32) -> Self {
             self.spin = retries;
             self

@@ -1320,3 +1320,181 @@ fn broadcast_messages_async_both_ways_and_a_dropped_publish_is_abandoned() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------
+// Producers' Sink (`into_sink`, futures_sink::Sink)
+// ---------------------------------------------------------------------------
+
+const SINK_ITEMS: u64 = 100_000;
+
+#[test]
+fn spsc_sink_send_all_gives_every_item_in_order_to_a_sync_consumer_process_and_close_ends_it() {
+    if child_role().is_some() {
+        run_child(|| {
+            let mut rx = Spsc::<u64>::open(&child_arg("NAME"))
+                .and_then(|q| q.consumer())
+                .map_err(|e| e.to_string())?;
+            for expected in 0..SINK_ITEMS {
+                match rx.pop_timeout(DEADLINE) {
+                    Ok(v) if v == expected => {}
+                    other => return Err(format!("item {expected}: got {other:?}")),
+                }
+            }
+            // The parent's close detached the producer: nothing more.
+            match rx.pop_timeout(DEADLINE) {
+                Err(PopError::Disconnected) => Ok(()),
+                other => Err(format!("after the last item: {other:?}")),
+            }
+        });
+    }
+    use futures::SinkExt;
+    let shm = Shm::new("aio-sink-spsc");
+    // A small ring, so that the sink often keeps an item and waits.
+    let q = Spsc::<u64>::create(shm.name(), 64).unwrap();
+    let mut sink = q.producer().unwrap().into_sink();
+    let mut child = spawn(
+        "spsc_sink_send_all_gives_every_item_in_order_to_a_sync_consumer_process_and_close_ends_it",
+        "consumer",
+        &[("NAME", shm.0.clone())],
+    );
+    current_thread().block_on(async {
+        let mut items = futures::stream::iter((0..SINK_ITEMS).map(Ok));
+        within("send_all", sink.send_all(&mut items)).await.unwrap();
+        within("close", sink.close()).await.unwrap();
+    });
+    child.success();
+    // After close: refused, with the item back.
+    match current_thread().block_on(within("send after close", sink.send(5))) {
+        Err(PushError::Disconnected(5)) => {}
+        other => panic!("send after close: {other:?}"),
+    }
+    assert!(sink.into_inner().0.is_none(), "close dropped the producer");
+}
+
+#[test]
+fn mpmc_sinks_of_two_tasks_give_every_item_in_each_ones_order_to_a_sync_consumer_process() {
+    if child_role().is_some() {
+        run_child(|| {
+            let mut rx = Mpmc::<u64>::open(&child_arg("NAME"))
+                .and_then(|q| q.consumer())
+                .map_err(|e| e.to_string())?;
+            let mut next = [0u64; 2];
+            for n in 0..2 * SINK_ITEMS {
+                let v = rx
+                    .pop_timeout(DEADLINE)
+                    .map_err(|e| format!("pop {n}: {e}"))?;
+                let (who, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+                if who > 1 || i != next[who] {
+                    return Err(format!("pop {n}: got {who}:{i}, expected {next:?}"));
+                }
+                next[who] += 1;
+            }
+            // Both sinks closed: every producer has gone.
+            match rx.pop_timeout(DEADLINE) {
+                Err(PopError::Disconnected) => Ok(()),
+                other => Err(format!("after the last item: {other:?}")),
+            }
+        });
+    }
+    use futures::SinkExt;
+    let shm = Shm::new("aio-sink-mpmc");
+    let q = Mpmc::<u64>::create(shm.name(), 64).unwrap();
+    let sinks = [q.producer().unwrap(), q.producer().unwrap()].map(|p| p.into_sink());
+    let mut child = spawn(
+        "mpmc_sinks_of_two_tasks_give_every_item_in_each_ones_order_to_a_sync_consumer_process",
+        "consumer",
+        &[("NAME", shm.0.clone())],
+    );
+    runtime().block_on(async {
+        let tasks: Vec<_> = sinks
+            .into_iter()
+            .enumerate()
+            .map(|(who, mut sink)| {
+                tokio::spawn(async move {
+                    let tag = (who as u64) << 32;
+                    let mut items = futures::stream::iter((0..SINK_ITEMS).map(|i| Ok(tag | i)));
+                    within("send_all", sink.send_all(&mut items)).await.unwrap();
+                    within("close", sink.close()).await.unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    child.success();
+}
+
+/// Fill a ring of capacity 4 through `sink`, then cancel a `send(4)` at its
+/// first `Pending`: the sink keeps 4 (not in the ring, not lost), and a
+/// flush once there is room pushes it, once. Then cancel a `send(9)` the
+/// same way and drop the sink: the consumer gets 5..=8 and then
+/// `Disconnected`, never 9 or any part of it.
+macro_rules! dropped_sink_case {
+    ($sink:expr, $rx:expr) => {{
+        use futures::SinkExt;
+        let mut sink = $sink;
+        let mut rx = $rx;
+        current_thread().block_on(async {
+            for i in 0..4u64 {
+                within("feed", sink.feed(i)).await.unwrap();
+            }
+        });
+        assert_eq!(rx.len(), 4);
+        assert!(poll_once_and_drop(sink.send(4)), "send(4) into a full ring");
+        assert_eq!(rx.len(), 4, "a cancelled send published nothing");
+        assert_eq!(rx.try_pop(), Ok(0));
+        current_thread()
+            .block_on(within("flush", sink.flush()))
+            .unwrap();
+        for i in 1..=4 {
+            assert_eq!(rx.try_pop(), Ok(i), "the kept item once, in order");
+        }
+        assert!(rx.try_pop().is_err(), "nothing twice");
+        current_thread().block_on(async {
+            for i in 5..9u64 {
+                within("feed", sink.feed(i)).await.unwrap();
+            }
+        });
+        assert!(poll_once_and_drop(sink.send(9)), "send(9) into a full ring");
+        drop(sink);
+        for i in 5..9 {
+            assert_eq!(rx.pop_timeout(DEADLINE), Ok(i));
+        }
+        assert_eq!(rx.pop_timeout(DEADLINE), Err(PopError::Disconnected));
+    }};
+}
+
+#[test]
+fn a_cancelled_sink_send_loses_nothing_and_a_dropped_sink_publishes_nothing_half() {
+    let shm = Shm::new("aio-sink-drop-s");
+    let q = Spsc::<u64>::create(shm.name(), 4).unwrap();
+    dropped_sink_case!(q.producer().unwrap().into_sink(), q.consumer().unwrap());
+    let shm = Shm::new("aio-sink-drop-m");
+    let q = Mpmc::<u64>::create(shm.name(), 4).unwrap();
+    dropped_sink_case!(q.producer().unwrap().into_sink(), q.consumer().unwrap());
+}
+
+#[test]
+fn a_sink_error_hands_back_the_item_and_into_inner_the_kept_one() {
+    use futures::SinkExt;
+    let shm = Shm::new("aio-sink-err");
+    let q = Spsc::<u64>::create(shm.name(), 2).unwrap();
+    let mut sink = q.producer().unwrap().into_sink();
+    let rx = q.consumer().unwrap();
+    current_thread().block_on(async {
+        within("feed", sink.feed(1)).await.unwrap();
+        within("feed", sink.feed(2)).await.unwrap();
+    });
+    assert!(poll_once_and_drop(sink.send(3)), "send(3) into a full ring");
+    let (tx, kept) = sink.into_inner();
+    assert_eq!(kept, Some(3), "the accepted item that is not in the ring");
+    let mut sink = tx.unwrap().into_sink();
+    drop(rx);
+    // The ring is full and the consumer has gone: the send that waited for
+    // room is told Disconnected, with its item.
+    match current_thread().block_on(within("send", sink.send(4))) {
+        Err(PushError::Disconnected(4)) => {}
+        other => panic!("send to nobody: {other:?}"),
+    }
+}

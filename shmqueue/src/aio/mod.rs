@@ -3,12 +3,12 @@
 //!
 //! The async forms are methods of the endpoints themselves:
 //!
-//! | endpoint | await | stream |
+//! | endpoint | await | stream / sink |
 //! |---|---|---|
 //! | [`spsc::Consumer`](crate::spsc::Consumer) | [`pop_async`](crate::spsc::Consumer::pop_async) | [`into_stream`](crate::spsc::Consumer::into_stream) |
-//! | [`spsc::Producer`](crate::spsc::Producer) | [`push_async`](crate::spsc::Producer::push_async) | |
+//! | [`spsc::Producer`](crate::spsc::Producer) | [`push_async`](crate::spsc::Producer::push_async) | [`into_sink`](crate::spsc::Producer::into_sink) (`futures_sink::Sink`) |
 //! | [`mpmc::Consumer`](crate::mpmc::Consumer) | [`pop_async`](crate::mpmc::Consumer::pop_async) | [`into_stream`](crate::mpmc::Consumer::into_stream) |
-//! | [`mpmc::Producer`](crate::mpmc::Producer) | [`push_async`](crate::mpmc::Producer::push_async) | |
+//! | [`mpmc::Producer`](crate::mpmc::Producer) | [`push_async`](crate::mpmc::Producer::push_async) | [`into_sink`](crate::mpmc::Producer::into_sink) (`futures_sink::Sink`) |
 //! | [`broadcast::Subscriber`](crate::broadcast::Subscriber) | [`recv_async`](crate::broadcast::Subscriber::recv_async) | [`into_stream`](crate::broadcast::Subscriber::into_stream) |
 //! | [`broadcast::Publisher`](crate::broadcast::Publisher) | [`publish_async`](crate::broadcast::Publisher::publish_async) | |
 //! | [`broadcast::messages::MessageSubscriber`](crate::broadcast::messages::MessageSubscriber) | [`recv_async`](crate::broadcast::messages::MessageSubscriber::recv_async) | |
@@ -100,11 +100,30 @@ pub(crate) struct AsyncWait {
     /// heavy fence could not be issued (then every wait re-arms).
     armed: Option<u32>,
     reg: Option<Registration>,
+    /// Retries (single pauses, at most [`MAX_SPIN`]) of a fresh wait
+    /// before it arms: the endpoint's `spin` setting.
+    spin: u32,
 }
+
+/// The most an async wait busy-waits before it arms: the single-pause part
+/// of a sync spin ([`crate::wait`]'s flat retries), never its yields, which
+/// would hold up every other task of the runtime thread.
+pub(crate) const MAX_SPIN: u32 = 256;
 
 impl AsyncWait {
     pub(crate) fn new() -> AsyncWait {
         AsyncWait::default()
+    }
+
+    /// A wait that retries up to `spin` times (capped at [`MAX_SPIN`],
+    /// single pauses) before it arms, as a sync wait spins before it sleeps:
+    /// a consumer that catches up with a busy producer then finds the next
+    /// item without a membarrier, a registration and a wake-up per catch-up.
+    pub(crate) fn spinning(spin: u32) -> AsyncWait {
+        AsyncWait {
+            spin: spin.min(MAX_SPIN),
+            ..AsyncWait::default()
+        }
     }
 
     /// One poll of a wait on `event` (of `ring`) for `attempt` to give a
@@ -121,14 +140,52 @@ impl AsyncWait {
             self.finish();
             return Poll::Ready(r);
         }
+        self.poll_missed(ring, event, cx, &mut attempt)
+    }
+
+    /// The rest of [`AsyncWait::poll`], after a first attempt (the
+    /// caller's) that found nothing: spin, arm, re-check, register.
+    ///
+    /// The per-item paths (SPSC and MPMC pops, pushes, `Stream`s) make the
+    /// first attempt themselves, inline, and call this only when it missed
+    /// (after [`AsyncWait::finish`] when it hit), so that an item stays in
+    /// registers: returned through memory from an out-of-line closure, it
+    /// was written with two narrow stores and read back with one wide load,
+    /// which cannot be store-forwarded, so the load waited for every earlier
+    /// store to reach the cache, the consumer index store included, whose
+    /// line the producer is reading. Profiled (perf, `benches/aio.rs`
+    /// `async Stream`): that one load was 40% of the consumer's time. The
+    /// same trap as `wait::keep_trying`'s.
+    #[inline(never)]
+    pub(crate) fn poll_missed<R>(
+        &mut self,
+        ring: &Arc<Ring>,
+        event: &Event,
+        cx: &mut Context<'_>,
+        attempt: &mut impl FnMut() -> Option<R>,
+    ) -> Poll<R> {
         let (epoch, short) = match self.armed {
             // Woken by a liveness tick (or spuriously) and nothing moved:
             // the arm at `e` still stands. Every publication the re-check
             // after it missed bumps the epoch past `e` (that is what the
             // Dekker pair guarantees), so waiting for `e` to change again
             // needs no new arm and no new fence: no membarrier per tick.
+            // (And no spin: nothing has moved.)
             Some(e) if event.epoch.load(Ordering::Acquire) == e => (e, false),
             _ => {
+                // A fresh wait: a few retries first (more attempts before
+                // the arm change nothing in the protocol, which starts at
+                // the arm).
+                for _ in 0..self.spin {
+                    #[cfg(not(shmqueue_loom))]
+                    std::hint::spin_loop();
+                    #[cfg(shmqueue_loom)]
+                    crate::sync::yield_now();
+                    if let Some(r) = attempt() {
+                        self.finish();
+                        return Poll::Ready(r);
+                    }
+                }
                 let ticket = event.prepare();
                 // The re-check after F1. (Mutation for the loom suite: skip
                 // it, and a publication between the first attempt and the
@@ -148,9 +205,20 @@ impl AsyncWait {
     }
 
     /// The wait is over: withdraw from the waiter thread (if it still lists
-    /// us) and forget the arm, so the next wait starts afresh.
+    /// us) and forget the arm, so the next wait starts afresh. Inline, with
+    /// the withdrawal out of line: a wait that never slept has nothing to
+    /// withdraw.
+    #[inline(always)]
     pub(crate) fn finish(&mut self) {
         self.armed = None;
+        if self.reg.is_some() {
+            self.withdraw();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn withdraw(&mut self) {
         self.reg = None;
     }
 }
@@ -228,8 +296,8 @@ macro_rules! pop_stream {
                 /// This consumer as a [`futures_core::Stream`] (feature `tokio`).
                 pub fn into_stream(self) -> PopStream<T> {
                     PopStream {
+                        wait: AsyncWait::spinning(self.spin),
                         rx: self,
-                        wait: AsyncWait::new(),
                         done: false,
                     }
                 }
@@ -250,6 +318,7 @@ macro_rules! pop_stream {
             impl<T: Pod> futures_core::Stream for PopStream<T> {
                 type Item = Result<T, Corruption>;
 
+                #[inline]
                 fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
                     let this = self.get_mut();
                     if this.done {
@@ -279,3 +348,190 @@ macro_rules! pop_stream {
     };
 }
 pub(crate) use pop_stream;
+
+/// The producer `Sink` of a queue kind, written once: SPSC and MPMC differ
+/// only in their `Producer::poll_push` and `try_push`, which the expansion
+/// calls (it resolves `Producer` at the invoking module's `super`).
+/// `push_sink!("spsc", "Spsc", "ring", "the consumer")`.
+macro_rules! push_sink {
+    ($kind:literal, $queue:literal, $what:literal, $peer:literal) => {
+        #[cfg(feature = "tokio")]
+        pub use sink::PushSink;
+
+        #[cfg(feature = "tokio")]
+        mod sink {
+            use std::pin::Pin;
+            use std::task::{Context, Poll};
+
+            use bytemuck::Pod;
+
+            use crate::aio::AsyncWait;
+            use crate::error::{PushError, TryPushError};
+
+            use super::Producer;
+
+            #[doc = concat!(
+                "A [`Producer`] as a [`futures_sink::Sink`] of its items, from\n",
+                "[`Producer::into_sink`] (feature `tokio`), for `SinkExt::send`,\n",
+                "`send_all` and `feed`. Items enter the ", $what, " in the order they\n",
+                "were sent, each whole or not at all.\n\n",
+                "The sink holds at most **one** item of its own: `start_send` pushes\n",
+                "the item at once if there is room, and otherwise keeps it until\n",
+                "`poll_ready`, `poll_flush` or `poll_close` can push it (waiting\n",
+                "asynchronously, woken by ", $peer, " freeing a slot, as\n",
+                "[`Producer::push_async`]). So an item is in the ", $what, " once\n",
+                "`poll_flush` has returned `Ready(Ok)` after it (what\n",
+                "`SinkExt::send(..).await` waits for), and every error carries the\n",
+                "item it could not push ([`PushError::Disconnected`] once ", $peer, "\n",
+                "has gone, [`PushError::Corrupt`]; never `Timeout`).\n\n",
+                "**Cancel safety**, per method:\n\n",
+                "* `poll_ready`, `poll_flush`, `poll_close`: a `Pending` return\n",
+                "  changes nothing. The kept item (if any) is still kept, to be\n",
+                "  pushed by the next of these calls; so a `send(..)` or `flush()`\n",
+                "  future dropped before it completed loses nothing while the sink\n",
+                "  lives, and nothing is sent twice.\n",
+                "* `start_send` never waits.\n",
+                "* Dropping the sink drops the kept item, unpushed: it was never in\n",
+                "  the ", $what, ", so nothing is half-published. Flush first to be sure\n",
+                "  of it, or take it back with [`PushSink::into_inner`].\n",
+                "* `poll_close` pushes the kept item and then detaches the producer\n",
+                "  (its drop), so ", $peer, " drains and then sees `Disconnected`;\n",
+                "  a `start_send` after it fails with `Disconnected(item)`.\n\n",
+                "```\n",
+                "# #[cfg(feature = \"tokio\")] {\n",
+                "use futures::{SinkExt, StreamExt};\n",
+                "# let name = format!(\"/doc-", $kind, "-sink-{}\", std::process::id());\n",
+                "let q = shmqueue::", $queue, "::<u64>::create(&name, 16)?;\n",
+                "let (tx, rx) = (q.producer()?, q.consumer()?);\n",
+                "let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;\n",
+                "let got: Vec<u64> = rt.block_on(async {\n",
+                "    let mut sink = tx.into_sink();\n",
+                "    let mut items = futures::stream::iter((0..100u64).map(Ok));\n",
+                "    let send = async {\n",
+                "        sink.send_all(&mut items).await?;\n",
+                "        sink.close().await // detach: the stream ends after item 99\n",
+                "    };\n",
+                "    let recv = rx.into_stream().map(|r| r.unwrap()).collect::<Vec<_>>();\n",
+                "    let (sent, got) = futures::join!(send, recv);\n",
+                "    sent.map(|()| got)\n",
+                "})?;\n",
+                "assert_eq!(got, (0..100).collect::<Vec<_>>());\n",
+                "# shmqueue::unlink(&name)?;\n",
+                "# }\n",
+                "# Ok::<(), Box<dyn std::error::Error>>(())\n",
+                "```"
+            )]
+            pub struct PushSink<T> {
+                /// `None` after `poll_close`.
+                tx: Option<Producer<T>>,
+                wait: AsyncWait,
+                /// The item `start_send` accepted while the ring was full.
+                kept: Option<T>,
+            }
+
+            // Nothing is pinned: every field is moved freely (`T: Pod` is
+            // plain data), as `Producer` is.
+            impl<T> Unpin for PushSink<T> {}
+
+            impl<T> std::fmt::Debug for PushSink<T> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct(concat!($kind, "::PushSink"))
+                        .field("producer", &self.tx)
+                        .field("kept", &self.kept.is_some())
+                        .finish()
+                }
+            }
+
+            impl<T: Pod> Producer<T> {
+                /// This producer as a [`futures_sink::Sink`] (feature `tokio`);
+                /// see [`PushSink`] for what each method guarantees.
+                pub fn into_sink(self) -> PushSink<T> {
+                    PushSink {
+                        wait: AsyncWait::spinning(self.spin),
+                        tx: Some(self),
+                        kept: None,
+                    }
+                }
+            }
+
+            impl<T: Pod> PushSink<T> {
+                /// The producer back (`None` after `poll_close`), and the item
+                /// `start_send` accepted that is not in the ring yet, if any.
+                pub fn into_inner(mut self) -> (Option<Producer<T>>, Option<T>) {
+                    (self.tx.take(), self.kept.take())
+                }
+
+                /// Push the kept item, if any: `Ready(Ok)` once there is none.
+                fn poll_kept(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PushError<T>>> {
+                    let Some(value) = self.kept else {
+                        return Poll::Ready(Ok(()));
+                    };
+                    let Some(tx) = self.tx.as_mut() else {
+                        unreachable!("kept is emptied before the producer goes");
+                    };
+                    let r = std::task::ready!(tx.poll_push(&mut self.wait, cx, value));
+                    // Pushed, or handed back in the error: not kept either way.
+                    self.kept = None;
+                    Poll::Ready(r)
+                }
+            }
+
+            impl<T: Pod> futures_sink::Sink<T> for PushSink<T> {
+                type Error = PushError<T>;
+
+                fn poll_ready(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                ) -> Poll<Result<(), PushError<T>>> {
+                    self.get_mut().poll_kept(cx)
+                }
+
+                #[inline]
+                fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), PushError<T>> {
+                    let this = self.get_mut();
+                    assert!(
+                        this.kept.is_none(),
+                        "start_send without a poll_ready that returned Ready(Ok)"
+                    );
+                    let Some(tx) = this.tx.as_mut() else {
+                        return Err(PushError::Disconnected(item)); // closed
+                    };
+                    match tx.try_push(item) {
+                        Ok(()) => Ok(()),
+                        Err(TryPushError::Full(item)) => {
+                            this.kept = Some(item);
+                            Ok(())
+                        }
+                        Err(TryPushError::Disconnected(item)) => {
+                            Err(PushError::Disconnected(item))
+                        }
+                        Err(TryPushError::Corrupt(item, c)) => Err(PushError::Corrupt(item, c)),
+                    }
+                }
+
+                fn poll_flush(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                ) -> Poll<Result<(), PushError<T>>> {
+                    // Every item but the kept one was published by its
+                    // `start_send`.
+                    self.get_mut().poll_kept(cx)
+                }
+
+                fn poll_close(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                ) -> Poll<Result<(), PushError<T>>> {
+                    let this = self.get_mut();
+                    let r = std::task::ready!(this.poll_kept(cx));
+                    // Detach (the producer's drop notifies), so the consumer
+                    // drains and then sees Disconnected.
+                    this.tx = None;
+                    this.wait.finish();
+                    Poll::Ready(r)
+                }
+            }
+        }
+    };
+}
+pub(crate) use push_sink;

@@ -10,7 +10,7 @@ use crate::error::{PopError, PushError, TryPopError};
 
 #[cfg(shmqueue_loom)]
 use super::PushOutcome::Died;
-use super::PushOutcome::{Corrupt, Disconnected, Full, Pushed};
+use super::PushOutcome::{self, Corrupt, Disconnected, Full, Pushed};
 use super::{pop_impl, push_impl, Consumer, Producer};
 
 impl<T: Pod> Consumer<T> {
@@ -27,25 +27,49 @@ impl<T: Pod> Consumer<T> {
     /// that took another branch, a timeout) has taken nothing: the next pop
     /// gets the item.
     pub async fn pop_async(&mut self) -> Result<T, PopError> {
-        let mut wait = AsyncWait::new();
+        let mut wait = AsyncWait::spinning(self.spin);
         poll_fn(|cx| self.poll_pop(&mut wait, cx)).await
     }
 
+    // Always inlined, with the first attempt made here and the waiting out
+    // of line (`AsyncWait::poll_missed`, which says why).
+    #[inline(always)]
     pub(super) fn poll_pop(
         &mut self,
         wait: &mut AsyncWait,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, PopError>> {
         let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
+        match pop_impl(att, shape, local) {
+            Ok(v) => {
+                wait.finish();
+                return Poll::Ready(Ok(v));
+            }
+            Err(TryPopError::Empty) => {}
+            Err(e) => {
+                wait.finish();
+                return Poll::Ready(Err(pop_fail(e)));
+            }
+        }
         let event = &att.header().events.not_empty;
-        wait.poll(att.ring(), event, cx, || {
-            match pop_impl(att, shape, local) {
+        wait.poll_missed(
+            att.ring(),
+            event,
+            cx,
+            &mut || match pop_impl(att, shape, local) {
                 Ok(v) => Some(Ok(v)),
                 Err(TryPopError::Empty) => None,
-                Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
-                Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
-            }
-        })
+                Err(e) => Some(Err(pop_fail(e))),
+            },
+        )
+    }
+}
+
+/// A failed pop (not `Empty`) as the async pop's error.
+fn pop_fail(e: TryPopError) -> PopError {
+    match e {
+        TryPopError::Corrupt(c) => PopError::Corrupt(c),
+        TryPopError::Empty | TryPopError::Disconnected => PopError::Disconnected,
     }
 }
 
@@ -62,22 +86,41 @@ impl<T: Pod> Producer<T> {
     /// `Pod`, so `Copy`). A push is never half-published: either the
     /// future completed and the item is in the queue, or it is not.
     pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
-        let mut wait = AsyncWait::new();
-        poll_fn(|cx| {
-            let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
-            let event = &att.header().events.not_full;
-            wait.poll(att.ring(), event, cx, || {
-                match push_impl(att, shape, local, &value) {
-                    #[cfg(shmqueue_loom)]
-                    Died => Some(Err(PushError::Disconnected(value))),
-                    Pushed => Some(Ok(())),
-                    Full => None,
-                    Disconnected => Some(Err(PushError::Disconnected(value))),
-                    Corrupt(c) => Some(Err(PushError::Corrupt(value, c))),
-                }
-            })
+        let mut wait = AsyncWait::spinning(self.spin);
+        poll_fn(|cx| self.poll_push(&mut wait, cx, value)).await
+    }
+
+    // Always inlined, with the first attempt made here and the waiting out
+    // of line (`AsyncWait::poll_missed`, which says why).
+    #[inline(always)]
+    pub(super) fn poll_push(
+        &mut self,
+        wait: &mut AsyncWait,
+        cx: &mut Context<'_>,
+        value: T,
+    ) -> Poll<Result<(), PushError<T>>> {
+        let (att, shape, local) = (&self.att, &self.shape, &mut self.local);
+        if let Some(r) = push_outcome(push_impl(att, shape, local, &value), value) {
+            wait.finish();
+            return Poll::Ready(r);
+        }
+        let event = &att.header().events.not_full;
+        wait.poll_missed(att.ring(), event, cx, &mut || {
+            push_outcome(push_impl(att, shape, local, &value), value)
         })
-        .await
+    }
+}
+
+/// A push's outcome as the async push's result; `None` while full.
+#[inline(always)]
+fn push_outcome<T>(o: PushOutcome, value: T) -> Option<Result<(), PushError<T>>> {
+    match o {
+        #[cfg(shmqueue_loom)]
+        Died => Some(Err(PushError::Disconnected(value))),
+        Pushed => Some(Ok(())),
+        Full => None,
+        Disconnected => Some(Err(PushError::Disconnected(value))),
+        Corrupt(c) => Some(Err(PushError::Corrupt(value, c))),
     }
 }
 
@@ -86,3 +129,5 @@ crate::aio::pop_stream!(
     "queue",
     "the queue is drained and every producer has gone"
 );
+
+crate::aio::push_sink!("mpmc", "Mpmc", "queue", "every consumer");

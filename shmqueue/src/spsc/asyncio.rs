@@ -26,10 +26,13 @@ impl<T: Pod> Consumer<T> {
     /// that took another branch, a timeout) has taken nothing: the next pop
     /// gets the item.
     pub async fn pop_async(&mut self) -> Result<T, PopError> {
-        let mut wait = AsyncWait::new();
+        let mut wait = AsyncWait::spinning(self.spin);
         poll_fn(|cx| self.poll_pop(&mut wait, cx)).await
     }
 
+    // Always inlined, with the first attempt made here and the waiting out
+    // of line (`AsyncWait::poll_missed`, which says why).
+    #[inline(always)]
     pub(super) fn poll_pop(
         &mut self,
         wait: &mut AsyncWait,
@@ -37,13 +40,36 @@ impl<T: Pod> Consumer<T> {
     ) -> Poll<Result<T, PopError>> {
         let att = &self.att;
         let local = &mut self.local;
+        match try_pop_impl(att, local) {
+            Ok(v) => {
+                wait.finish();
+                return Poll::Ready(Ok(v));
+            }
+            Err(TryPopError::Empty) => {}
+            Err(e) => {
+                wait.finish();
+                return Poll::Ready(Err(pop_fail(e)));
+            }
+        }
         let event = &att.header().events.not_empty;
-        wait.poll(att.ring(), event, cx, || match try_pop_impl(att, local) {
-            Ok(v) => Some(Ok(v)),
-            Err(TryPopError::Empty) => None,
-            Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
-            Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
-        })
+        wait.poll_missed(
+            att.ring(),
+            event,
+            cx,
+            &mut || match try_pop_impl(att, local) {
+                Ok(v) => Some(Ok(v)),
+                Err(TryPopError::Empty) => None,
+                Err(e) => Some(Err(pop_fail(e))),
+            },
+        )
+    }
+}
+
+/// A failed `try_pop` (not `Empty`) as the async pop's error.
+fn pop_fail(e: TryPopError) -> PopError {
+    match e {
+        TryPopError::Corrupt(c) => PopError::Corrupt(c),
+        TryPopError::Empty | TryPopError::Disconnected => PopError::Disconnected,
     }
 }
 
@@ -60,21 +86,51 @@ impl<T: Pod> Producer<T> {
     /// `Pod`, so `Copy`). A push is never half-published: either the
     /// future completed and the item is in the ring, or it is not.
     pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
-        let mut wait = AsyncWait::new();
-        poll_fn(|cx| {
-            let att = &self.att;
-            let local = &mut self.local;
-            let event = &att.header().events.not_full;
-            wait.poll(att.ring(), event, cx, || {
-                match try_push_impl(att, local, &value) {
-                    Ok(()) => Some(Ok(())),
-                    Err(PushFail::Full) => None,
-                    Err(PushFail::Disconnected) => Some(Err(PushError::Disconnected(value))),
-                    Err(PushFail::Corrupt(c)) => Some(Err(PushError::Corrupt(value, c))),
-                }
-            })
-        })
-        .await
+        let mut wait = AsyncWait::spinning(self.spin);
+        poll_fn(|cx| self.poll_push(&mut wait, cx, value)).await
+    }
+
+    // Always inlined, with the first attempt made here and the waiting out
+    // of line (`AsyncWait::poll_missed`, which says why).
+    #[inline(always)]
+    pub(super) fn poll_push(
+        &mut self,
+        wait: &mut AsyncWait,
+        cx: &mut Context<'_>,
+        value: T,
+    ) -> Poll<Result<(), PushError<T>>> {
+        let att = &self.att;
+        let local = &mut self.local;
+        match try_push_impl(att, local, &value) {
+            Ok(()) => {
+                wait.finish();
+                return Poll::Ready(Ok(()));
+            }
+            Err(PushFail::Full) => {}
+            Err(e) => {
+                wait.finish();
+                return Poll::Ready(Err(push_fail(e, value)));
+            }
+        }
+        let event = &att.header().events.not_full;
+        wait.poll_missed(
+            att.ring(),
+            event,
+            cx,
+            &mut || match try_push_impl(att, local, &value) {
+                Ok(()) => Some(Ok(())),
+                Err(PushFail::Full) => None,
+                Err(e) => Some(Err(push_fail(e, value))),
+            },
+        )
+    }
+}
+
+/// A failed push (not `Full`) as the async push's error, with the value.
+fn push_fail<T>(e: PushFail, value: T) -> PushError<T> {
+    match e {
+        PushFail::Corrupt(c) => PushError::Corrupt(value, c),
+        PushFail::Full | PushFail::Disconnected => PushError::Disconnected(value),
     }
 }
 
@@ -83,3 +139,5 @@ crate::aio::pop_stream!(
     "ring",
     "the ring is drained and the producer has gone"
 );
+
+crate::aio::push_sink!("spsc", "Spsc", "ring", "the consumer");

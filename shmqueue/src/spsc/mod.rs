@@ -39,7 +39,7 @@ mod producer;
 mod window;
 
 #[cfg(feature = "tokio")]
-pub use asyncio::PopStream;
+pub use asyncio::{PopStream, PushSink};
 pub use consumer::Consumer;
 use consumer::ConsumerLocal;
 pub use producer::Producer;
