@@ -219,7 +219,7 @@ impl<T: Pod> Publisher<T> {
 }
 
 /// One item, then wake sleeping subscribers.
-#[inline]
+#[inline(always)]
 fn publish_one<T: Pod>(
     att: &Attachment,
     shape: &Shape,
@@ -251,7 +251,7 @@ pub(super) fn publish_try<T: Pod>(
 }
 
 /// Write one item into the ring if the gate allows, without waking anyone.
-#[inline]
+#[inline(always)]
 fn write_one<T: Pod>(
     att: &Attachment,
     shape: &Shape,

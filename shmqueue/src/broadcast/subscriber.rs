@@ -212,7 +212,7 @@ impl<T: Pod> Subscriber<T> {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn recv_impl<T: Pod>(
     att: &Attachment,
     shape: &Shape,
