@@ -219,7 +219,7 @@ impl<T: Pod> Publisher<T> {
 }
 
 /// One item, then wake sleeping subscribers.
-#[inline]
+#[inline(always)]
 fn publish_one<T: Pod>(
     att: &Attachment,
     shape: &Shape,
@@ -251,7 +251,7 @@ pub(super) fn publish_try<T: Pod>(
 }
 
 /// Write one item into the ring if the gate allows, without waking anyone.
-#[inline]
+#[inline(always)]
 fn write_one<T: Pod>(
     att: &Attachment,
     shape: &Shape,
@@ -289,11 +289,27 @@ fn write_one<T: Pod>(
     }
     let i = shape.index(pos);
     let seq = att.seq(i);
-    seq.store(bcast_seq::writing(pos), Ordering::Relaxed);
-    // Orders the `writing` mark before the value's words: a subscriber whose
-    // copy read any of them (and fences Acquire after) sees the mark on its
-    // re-check.
-    fence(Ordering::Release);
+    if shape.seqlock {
+        seq.store(bcast_seq::writing(pos), Ordering::Relaxed);
+        // Orders the `writing` mark before the value's words: a subscriber
+        // whose copy read any of them (and fences Acquire after) sees the
+        // mark on its re-check.
+        fence(Ordering::Release);
+    }
+    // Without the seqlock (lossless, no `max_lag`) nobody who may read slot
+    // `i` is reading it now: every gating cursor is past `pos - cap` (and
+    // each of them was stored, Release, after its copy of `pos - cap`,
+    // which our Acquire load of it in `scan` orders before these stores); a
+    // joiner starts past what a publish that missed its join overwrites
+    // (`Shape::oldest_joined`); nobody is cut loose alive. A subscriber at
+    // `pos` reads `published(pos - cap)`, "not yet", until the store below.
+    // Mutation for the loom suite: the unmarked publish stores `published`
+    // before the value as well as after it, so a subscriber may take the
+    // slot's previous value for this position's.
+    #[cfg(shmqueue_mutation = "bcast_unmarked_publish_first")]
+    if !shape.seqlock {
+        seq.store(bcast_seq::published(pos), Ordering::Release);
+    }
     // SAFETY: the kind is broadcast (validated); i < capacity
     // (Shape::index); T matches the geometry; we are the one publisher.
     unsafe { att.store_racy_value(i, *value) };
