@@ -41,7 +41,6 @@ for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc
     broadcast:bcast_no_gate broadcast:bcast_no_recheck broadcast:bcast_evict_live \
     broadcast:bcast_no_join_check \
     broadcast:bcast_unmarked_max_lag:an_evicted_subscriber_never_keeps_a_torn_item \
-    broadcast:bcast_unmarked_publish_first:lossless_one_publisher_two_subscribers_with_wrap \
     aio:async_no_recheck:pop_async_against_push \
     aio:async_no_recheck:broadcast_recv_async_against_publish; do
     file=${m%%:*}

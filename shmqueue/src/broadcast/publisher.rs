@@ -303,13 +303,6 @@ fn write_one<T: Pod>(
     // joiner starts past what a publish that missed its join overwrites
     // (`Shape::oldest_joined`); nobody is cut loose alive. A subscriber at
     // `pos` reads `published(pos - cap)`, "not yet", until the store below.
-    // Mutation for the loom suite: the unmarked publish stores `published`
-    // before the value as well as after it, so a subscriber may take the
-    // slot's previous value for this position's.
-    #[cfg(shmqueue_mutation = "bcast_unmarked_publish_first")]
-    if !shape.seqlock {
-        seq.store(bcast_seq::published(pos), Ordering::Release);
-    }
     // SAFETY: the kind is broadcast (validated); i < capacity
     // (Shape::index); T matches the geometry; we are the one publisher.
     unsafe { att.store_racy_value(i, *value) };
