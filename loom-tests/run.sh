@@ -39,9 +39,7 @@ SHMQ_MUTATION= run "$mpmc_bound" aio
 failed=0
 for m in spsc:relaxed_publish spsc:no_waiter_fence spsc:wake_before_publish mpmc:skip_live_claimant mpmc:vyukov_seq bytes:bytes_relaxed_publish \
     broadcast:bcast_no_gate broadcast:bcast_no_recheck broadcast:bcast_evict_live \
-    broadcast:bcast_no_join_check \
-    broadcast:bcast_unmarked_max_lag:an_evicted_subscriber_never_keeps_a_torn_item \
-    aio:async_no_recheck:pop_async_against_push \
+    broadcast:bcast_no_join_check aio:async_no_recheck:pop_async_against_push \
     aio:async_no_recheck:broadcast_recv_async_against_publish; do
     file=${m%%:*}
     rest=${m#*:}

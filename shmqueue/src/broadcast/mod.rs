@@ -3,10 +3,8 @@
 //!
 //! The slots are the MPMC layout (a sequence word, then the value, in one
 //! line), used as a seqlock per slot (`header::bcast_seq`): the publisher of
-//! position `p` marks the slot `writing(p)` (overwrite rings and lossless
-//! ones with a `max_lag` only: elsewhere nobody can be reading a slot while
-//! it is rewritten, see DESIGN.md), copies the value in with atomic word
-//! stores and marks it `published(p)`; a subscriber at `p` copies the
+//! position `p` marks the slot `writing(p)`, copies the value in with atomic
+//! word stores and marks it `published(p)`; a subscriber at `p` copies the
 //! value out with atomic word loads and keeps it only if the sequence read
 //! `published(p)` both before and after the copy. A subscriber therefore
 //! learns that an item is there from the item's own line: a hand-off moves
@@ -114,10 +112,7 @@ pub enum Start {
     Latest,
     /// The oldest item still in the ring: of the last `capacity` items
     /// published, the `capacity - 1` that no publish in flight can be
-    /// overwriting. (In a lossless ring without `max_lag`, a subscriber in
-    /// a process that cannot issue `membarrier` starts at the next item
-    /// instead: the publisher may not see it join before it overwrites
-    /// older ones.)
+    /// overwriting.
     Oldest,
     /// The item with this sequence number (positions count from 0, one per
     /// item published), if it is still in the ring or is the next one;
@@ -502,35 +497,18 @@ pub(crate) struct Shape {
     subscribers: std::ops::Range<u32>,
     overwrite: bool,
     max_lag: Option<Duration>,
-    /// Whether the publisher marks a slot `writing(p)` before it copies a
-    /// value in: only where a live subscriber may be reading the slot it
-    /// overwrites, that is, in an overwrite ring or a lossless one with a
-    /// `max_lag` (DESIGN.md, "Broadcast", "When the `writing` mark is
-    /// needed"). Everywhere else a slot is only rewritten once every
-    /// subscriber that may read it has moved on, and one store of
-    /// `published(p)` after the value is the whole hand-off.
-    seqlock: bool,
 }
 
 impl Shape {
     fn new(ring: &Ring) -> Shape {
         let g = ring.geom();
         let cap = g.capacity as u64;
-        let overwrite = g.flags & FLAG_OVERWRITE != 0;
-        let max_lag = (g.max_lag_ns != 0).then(|| Duration::from_nanos(g.max_lag_ns));
-        #[cfg(not(shmqueue_mutation = "bcast_unmarked_max_lag"))]
-        let seqlock = overwrite || max_lag.is_some();
-        // Mutation for the loom suite: drop the mark in every lossless ring,
-        // also where `max_lag` evicts live subscribers that may be reading.
-        #[cfg(shmqueue_mutation = "bcast_unmarked_max_lag")]
-        let seqlock = overwrite;
         Shape {
             cap,
             mask: cap.is_power_of_two().then(|| cap - 1),
             subscribers: 1..g.endpoints,
-            overwrite,
-            max_lag,
-            seqlock,
+            overwrite: g.flags & FLAG_OVERWRITE != 0,
+            max_lag: (g.max_lag_ns != 0).then(|| Duration::from_nanos(g.max_lag_ns)),
         }
     }
 
@@ -547,24 +525,6 @@ impl Shape {
     /// overwriting `next - cap`.
     fn oldest(&self, next: u64) -> u64 {
         next.saturating_sub(self.cap - 1)
-    }
-
-    /// The oldest position a subscriber that just joined (or rejoined) a
-    /// lossless ring may read, from the `head` its join read and whether
-    /// its heavy fence was issued. Without the membarrier the publisher's
-    /// per-publish join check may miss us for a while (its light fence is
-    /// only half of that pair); then only its rescans, whose SeqCst fence
-    /// pairs with ours and which come at least once a lap, bound what it
-    /// overwrites, and everything below `next` may be overwritten before
-    /// it sees us. With the seqlock that is a reported eviction; without
-    /// it (no `writing` mark) it would be a torn item, so we start at
-    /// `next`.
-    fn oldest_joined(&self, next: u64, fenced: bool) -> u64 {
-        if fenced || self.seqlock {
-            self.oldest(next)
-        } else {
-            next
-        }
     }
 }
 

@@ -289,20 +289,11 @@ fn write_one<T: Pod>(
     }
     let i = shape.index(pos);
     let seq = att.seq(i);
-    if shape.seqlock {
-        seq.store(bcast_seq::writing(pos), Ordering::Relaxed);
-        // Orders the `writing` mark before the value's words: a subscriber
-        // whose copy read any of them (and fences Acquire after) sees the
-        // mark on its re-check.
-        fence(Ordering::Release);
-    }
-    // Without the seqlock (lossless, no `max_lag`) nobody who may read slot
-    // `i` is reading it now: every gating cursor is past `pos - cap` (and
-    // each of them was stored, Release, after its copy of `pos - cap`,
-    // which our Acquire load of it in `scan` orders before these stores); a
-    // joiner starts past what a publish that missed its join overwrites
-    // (`Shape::oldest_joined`); nobody is cut loose alive. A subscriber at
-    // `pos` reads `published(pos - cap)`, "not yet", until the store below.
+    seq.store(bcast_seq::writing(pos), Ordering::Relaxed);
+    // Orders the `writing` mark before the value's words: a subscriber whose
+    // copy read any of them (and fences Acquire after) sees the mark on its
+    // re-check.
+    fence(Ordering::Release);
     // SAFETY: the kind is broadcast (validated); i < capacity
     // (Shape::index); T matches the geometry; we are the one publisher.
     unsafe { att.store_racy_value(i, *value) };

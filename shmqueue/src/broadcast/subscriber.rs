@@ -56,14 +56,13 @@ impl<T> fmt::Debug for Subscriber<T> {
 /// already stored (in our entry, at or below where we will start); after
 /// this, every publish that did not see the join is one whose position we
 /// read here, so what it overwrote is older than `oldest(head)`.
-fn join(ring: &Ring, shape: &Shape) -> Result<(u64, u64), Corruption> {
+fn join(ring: &Ring) -> Result<u64, Corruption> {
     ring.header().events.joins.fetch_add(1, Ordering::Release);
-    // If the barrier cannot be issued, the publisher may miss the join
-    // until its next rescan; `oldest_joined` then starts us where that
-    // cannot overwrite what we read.
-    let fenced = heavy_fence();
-    let next = load_head(ring)?;
-    Ok((next, shape.oldest_joined(next, fenced)))
+    // If the barrier cannot be issued, the publisher may miss the join for
+    // one more publish; the seqlock still turns that into a reported
+    // eviction, never a torn item.
+    let _ = heavy_fence();
+    load_head(ring)
 }
 
 impl<T: Pod> Subscriber<T> {
@@ -93,12 +92,12 @@ impl<T: Pod> Subscriber<T> {
                 true
             },
         )?;
-        let (next, oldest) = if shape.overwrite {
-            let next = load_head(ring)?;
-            (next, shape.oldest(next))
+        let next = if shape.overwrite {
+            load_head(ring)?
         } else {
-            join(ring, &shape)?
+            join(ring)?
         };
+        let oldest = shape.oldest(next);
         let cursor = match start {
             Start::Latest => next,
             Start::Oldest => oldest,
@@ -307,11 +306,11 @@ fn rejoin(att: &Attachment, shape: &Shape, local: &mut Local) -> TryRecvError {
     let c = local.cursor;
     me.claim.store(c, Ordering::Relaxed);
     me.mark.store(0, Ordering::Relaxed);
-    let oldest = match join(att.ring(), shape) {
-        Ok((_, oldest)) => oldest,
+    let next = match join(att.ring()) {
+        Ok(h) => h,
         Err(e) => return TryRecvError::Corrupt(e),
     };
-    let new = oldest.max(c);
+    let new = shape.oldest(next).max(c);
     local.cursor = new;
     me.claim.store(new, Ordering::Release);
     att.header().events.releases.fetch_add(1, Ordering::Relaxed);
