@@ -1,7 +1,11 @@
 //! loom models of the real broadcast ring: lossless delivery to two
 //! subscribers across a wrap, an overwrite lap where a torn read would be a
-//! failure, and a subscriber that dies while it holds the publisher back.
+//! failure, a subscriber that dies while it holds the publisher back, a
+//! joiner at `Oldest`, and a live subscriber evicted (`max_lag`) while it
+//! copies.
 #![cfg(shmqueue_loom)]
+
+use std::time::Duration;
 
 use loom::thread;
 use loom_tests::{model_with_retries as model, push_retry};
@@ -199,5 +203,63 @@ fn a_subscriber_joining_mid_stream_at_oldest_misses_nothing_after_its_start() {
         assert_eq!(got, want);
         assert_eq!(xs, vec![0, 1, 2, 3]);
         tp.join().unwrap();
+    });
+}
+
+/// Lossless with `max_lag`, capacity 1: the publisher, held back by a live
+/// subscriber, evicts it (under loom the stall check looks at once, and a
+/// 1 ns lag has always passed) and overwrites the slot that subscriber may
+/// be copying from at that moment. This is the one lossless case where a
+/// live subscriber can be lapped, and the `writing` mark is what tells it:
+/// the subscriber must get `Evicted` with the exact count, never a torn
+/// item. Every item kept is whole and in order, and items kept plus items
+/// missed account for every position.
+#[test]
+fn an_evicted_subscriber_never_keeps_a_torn_item() {
+    model(|| {
+        let q = Broadcast::<[u64; 2]>::builder()
+            .capacity(1)
+            .max_subscribers(1)
+            .max_lag(Duration::from_nanos(1))
+            .spin(0)
+            .create_in_heap();
+        let mut rx = q.subscribe(Start::Latest).unwrap();
+        let mut tx = q.publisher().unwrap();
+        let tp = thread::spawn(move || {
+            for p in 0..2 {
+                push_retry(item(p), |v| tx.try_publish(v));
+            }
+            tx
+        });
+        let mut next = 0u64;
+        let mut tries = 0;
+        let step = |rx: &mut Subscriber<[u64; 2]>, next: &mut u64| match rx.try_recv() {
+            Ok(v) => {
+                assert_eq!(v, item(v[0]), "torn item {v:?}");
+                assert_eq!(v[0], *next, "out of order");
+                *next += 1;
+                true
+            }
+            Err(TryRecvError::Evicted { missed }) => {
+                *next += missed;
+                true
+            }
+            Err(TryRecvError::Empty) => false,
+            Err(e) => panic!("{e:?} at {next}"),
+        };
+        while next < 2 && tries < 3 {
+            tries += 1;
+            if !step(&mut rx, &mut next) {
+                thread::yield_now();
+            }
+        }
+        let _tx = tp.join().unwrap();
+        while next < 2 {
+            assert!(
+                step(&mut rx, &mut next),
+                "empty at {next} after the publisher finished"
+            );
+        }
+        assert_eq!(next, 2);
     });
 }
