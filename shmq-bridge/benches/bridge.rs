@@ -13,7 +13,8 @@
 //! all of them; the ratios are per round, then the median.
 //!
 //! `cargo bench -p shmq-bridge --bench bridge` (env `ROUNDS`, default 5;
-//! `ITEMS`, default 10^8 u64 per stream; `PINGS`, default 20000).
+//! `ITEMS`, default 10^8 u64 per stream; `PINGS`, default 20000;
+//! `PROFILE_BRIDGE_STREAM=1`: only the bridge's stream, once, to profile).
 //! Threads of side A are pinned to CPU 0 and of side B to CPU 1 (zenoh's
 //! own runtime threads are not).
 
@@ -387,6 +388,11 @@ fn main() {
     let mut p99 = [Vec::new(), Vec::new(), Vec::new()];
     let (mut tput_ratio, mut p50_ratio, mut p99_ratio) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
+        if std::env::var_os("PROFILE_BRIDGE_STREAM").is_some() {
+            // One case alone, for a profiler.
+            println!("bridge stream {:.1} M/s", bridge_stream(n) / 1e6);
+            return;
+        }
         let t = [tcp_stream(n), zenoh_stream(n), bridge_stream(n)];
         let l = [tcp_rtt(pings), zenoh_rtt(pings), bridge_rtt(pings)];
         for k in 0..3 {
