@@ -56,7 +56,7 @@ use crate::mapping::Ring;
 use crate::registry::{Attachment, REAP_INTERVAL};
 use crate::segment::SegmentOptions;
 use crate::sync::Ordering;
-use crate::wait::{keep_trying, Deadline, Throttle, DEFAULT_SPIN};
+use crate::wait::{keep_trying, Deadline, Now, Throttle, DEFAULT_SPIN};
 use crate::Error;
 use mpmc_seq::MAX_POSITION;
 
@@ -520,12 +520,12 @@ struct Local {
 impl Local {
     /// True when `pos` has been seen stalled for at least [`STALL_PATIENCE`]
     /// (and then again every [`STALL_PATIENCE`]).
-    fn stalled_long(&mut self, pos: u64) -> bool {
+    fn stalled_long(&mut self, pos: u64, now: &mut Now) -> bool {
         match &mut self.stall {
-            Some((p, t)) if *p == pos => t.ready(STALL_PATIENCE),
+            Some((p, t)) if *p == pos => t.ready_at(now, STALL_PATIENCE),
             _ => {
                 let mut t = Throttle::default();
-                t.ready(STALL_PATIENCE); // starts the clock
+                t.ready_at(now, STALL_PATIENCE); // starts the clock
                 self.stall = Some((pos, t));
                 cfg!(shmqueue_loom)
             }
@@ -542,7 +542,13 @@ impl Local {
 /// (found by the kill-injection tests). When it reads 0 we scan every time,
 /// so a real disconnect is reported consistently; otherwise at most every
 /// [`REAP_INTERVAL`], which is how dead holders are found.
-fn all_gone(att: &Attachment, shape: &Shape, role: Role, reap: &mut Throttle) -> bool {
+fn all_gone(
+    att: &Attachment,
+    shape: &Shape,
+    role: Role,
+    reap: &mut Throttle,
+    now: &mut Now,
+) -> bool {
     let ring = att.ring();
     let bit = match role {
         Role::Producer => 1,
@@ -551,7 +557,7 @@ fn all_gone(att: &Attachment, shape: &Shape, role: Role, reap: &mut Throttle) ->
     if att.header().events.ever.load(Ordering::Acquire) & bit == 0 {
         return false;
     }
-    if ring.attached(role).load(Ordering::Acquire) != 0 && !reap.ready(REAP_INTERVAL) {
+    if ring.attached(role).load(Ordering::Acquire) != 0 && !reap.ready_at(now, REAP_INTERVAL) {
         return false;
     }
     let range = match role {
@@ -679,11 +685,13 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
     let h = att.header();
     let ev = &h.events;
     let me = att.own();
+    // One clock read for every throttle of this attempt (wait::Now).
+    let mut now = Now::default();
     // Consumers existed and the counter says none is left: confirm from the
     // registry (the counter is a hint, see all_gone).
     if ev.ever.load(Ordering::Relaxed) & 2 != 0
         && ev.consumers.load(Ordering::Relaxed) == 0
-        && all_gone(att, shape, Role::Consumer, &mut local.reap)
+        && all_gone(att, shape, Role::Consumer, &mut local.reap, &mut now)
     {
         return PushOutcome::Disconnected;
     }
@@ -736,7 +744,7 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
             // the consumers' line, on every full poll takes it from them.
             if pos >= shape.cap
                 && (seq & !SKIP) == mpmc_seq::published(old)
-                && local.stalled_long(pos)
+                && local.stalled_long(pos, &mut now)
                 && before(old, h.tail.value.load(Ordering::Acquire))
             {
                 // A consumer won `old` but has not released it for a while.
@@ -758,7 +766,7 @@ fn push_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local, value: 
                     continue;
                 }
             }
-            if all_gone(att, shape, Role::Consumer, &mut local.reap) {
+            if all_gone(att, shape, Role::Consumer, &mut local.reap, &mut now) {
                 return PushOutcome::Disconnected;
             }
             return PushOutcome::Full;
@@ -944,8 +952,11 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
             // the producers' line; reading it on every empty poll would take
             // it from them, and their next CAS would have to fetch it back.
             me.claim.store(0, Ordering::Relaxed);
-            let stalled = seq == mpmc_seq::free(pos) && local.stalled_long(pos);
-            let gone = !stalled && all_gone(att, shape, Role::Producer, &mut local.reap);
+            // One clock read for both throttles (wait::Now): two made every
+            // empty poll, the spinning consumer's loop, ~2 ns longer.
+            let mut now = Now::default();
+            let stalled = seq == mpmc_seq::free(pos) && local.stalled_long(pos, &mut now);
+            let gone = !stalled && all_gone(att, shape, Role::Producer, &mut local.reap, &mut now);
             if !stalled && !gone {
                 return Err(TryPopError::Empty);
             }
@@ -953,7 +964,7 @@ fn pop_impl<T: Pod>(att: &Attachment, shape: &Shape, local: &mut Local) -> Resul
             if !before(pos, head) {
                 // Empty. Disconnected only if no producer can come back with
                 // more, and nothing was published meanwhile.
-                if (gone || all_gone(att, shape, Role::Producer, &mut local.reap))
+                if (gone || all_gone(att, shape, Role::Producer, &mut local.reap, &mut now))
                     && att.seq(i).load(Ordering::Acquire) == seq
                     && !before(pos, h.head.value.load(Ordering::Acquire))
                 {

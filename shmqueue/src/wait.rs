@@ -164,15 +164,18 @@ impl Throttle {
     /// last true (or this is the first call).
     #[inline]
     pub(crate) fn ready(&mut self, interval: Duration) -> bool {
+        self.ready_at(&mut Now::default(), interval)
+    }
+
+    /// As [`Throttle::ready`], with the clock read through `now`, so that
+    /// the throttles one attempt consults share a single clock read.
+    #[inline]
+    pub(crate) fn ready_at(&mut self, now: &mut Now, interval: Duration) -> bool {
         // Under loom: always (deterministic; the check itself is modelled).
         if cfg!(shmqueue_loom) {
             return true;
         }
-        let t = rustix::time::clock_gettime(ClockId::MonotonicCoarse);
-        // The monotonic clock starts near boot: no overflow for centuries.
-        let now = (t.tv_sec as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(t.tv_nsec as u64);
+        let now = now.get();
         if self
             .last
             .is_some_and(|last| now.wrapping_sub(last) < interval.as_nanos() as u64)
@@ -181,6 +184,26 @@ impl Throttle {
         }
         self.last = Some(now);
         true
+    }
+}
+
+/// One read of `CLOCK_MONOTONIC_COARSE`, taken the first time it is asked
+/// for and reused after that: an empty MPMC poll consults two throttles (the
+/// stall watch and the reaping), and reading the clock for each made every
+/// empty poll two vDSO calls long, which delays the poll that sees the item.
+#[derive(Debug, Default)]
+pub(crate) struct Now(Option<u64>);
+
+impl Now {
+    #[inline]
+    pub(crate) fn get(&mut self) -> u64 {
+        *self.0.get_or_insert_with(|| {
+            let t = rustix::time::clock_gettime(ClockId::MonotonicCoarse);
+            // The monotonic clock starts near boot: no overflow for centuries.
+            (t.tv_sec as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(t.tv_nsec as u64)
+        })
     }
 }
 
