@@ -53,7 +53,9 @@ pub use out::{Out, OutReport};
 /// base instead of zenoh's defaults, and scouting is left as it says.
 ///
 /// With no `listen` endpoint the session listens on an ephemeral loopback
-/// port only, rather than zenoh's default of every interface.
+/// port only, rather than zenoh's default of every interface. A blocked
+/// `put` may wait an hour, not zenoh's 5 s, before the session is closed:
+/// backpressure from a slow far consumer is a bridge's normal state.
 pub fn config(
     listen: &[String],
     connect: &[String],
@@ -66,6 +68,14 @@ pub fn config(
             c.insert_json5("mode", "\"peer\"")?;
             c.insert_json5("scouting/multicast/enabled", "false")?;
             c.insert_json5("scouting/gossip/enabled", "false")?;
+            // A blocking put that waits longer than this closes the whole
+            // session (zenoh's default: 5 s). A bridge blocks on purpose
+            // while the far ring is full, for as long as its consumer is
+            // slow; a dead link is still noticed by zenoh's lease.
+            c.insert_json5(
+                "transport/link/tx/queue/congestion_control/block/wait_before_close",
+                "3600000000",
+            )?;
             c
         }
     };
@@ -134,6 +144,11 @@ mod tests {
             .get_json("listen/endpoints")
             .unwrap()
             .contains("0.0.0.0:7447"));
+        assert_eq!(
+            c.get_json("transport/link/tx/queue/congestion_control/block/wait_before_close")
+                .unwrap(),
+            "3600000000"
+        );
         assert!(super::key_expr("/orders").is_err());
         assert!(super::key_expr("orders/eu").is_ok());
     }

@@ -341,14 +341,30 @@ impl Reader {
         match &mut self.kind {
             ReaderKind::Typed { c, scratch, .. } => {
                 let n = (max_bytes / size).max(1);
-                let buf = scratch.get(n * size);
+                let align = self.info.elem_align as usize;
+                // Pop straight into the payload's spare room when it is
+                // aligned for the element (the usual case: the frame's
+                // allocation is 16-aligned and its header 56 bytes), so
+                // the items are copied once, from the ring into the frame;
+                // otherwise through the aligned scratch buffer.
+                payload.reserve(n * size);
+                let at = payload.len();
+                let spare = payload.spare_capacity_mut();
+                let direct = (spare.as_ptr() as usize) % align == 0;
+                let dst: *mut u8 = if direct {
+                    spare.as_mut_ptr().cast()
+                } else {
+                    scratch.get(n * size).as_mut_ptr()
+                };
                 let mut popped = 0usize;
-                // SAFETY: `buf` is writable for `n * size` bytes and
-                // `popped` is writable; both live for the call.
+                // SAFETY: `dst` is writable for `n * size` bytes (the
+                // reserved spare room, or the scratch buffer), and `popped`
+                // is writable; both live for the call. The bindings accept
+                // uninitialised memory (they zero it before the slice pop).
                 let st = unsafe {
                     shmq_pop_many_timeout(
                         shmq_consumer_t { id: c.id },
-                        buf.as_mut_ptr().cast(),
+                        dst.cast(),
                         n,
                         &mut popped,
                         ns(wait),
@@ -356,7 +372,14 @@ impl Reader {
                 };
                 match st {
                     shmq_status::SHMQ_OK => {
-                        payload.extend_from_slice(&buf[..popped * size]);
+                        if direct {
+                            // SAFETY: the call initialised the first
+                            // `popped * size <= n * size` bytes of the
+                            // reserved spare room.
+                            unsafe { payload.set_len(at + popped * size) };
+                        } else {
+                            payload.extend_from_slice(&scratch.get(n * size)[..popped * size]);
+                        }
                         Ok(Got::Items(popped as u32))
                     }
                     shmq_status::SHMQ_TIMEOUT | shmq_status::SHMQ_EMPTY => Ok(Got::Idle),

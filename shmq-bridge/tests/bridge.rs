@@ -94,6 +94,17 @@ impl Bridge {
         (status.code().unwrap_or(-1), report, err)
     }
 
+    /// Kill it (if running) and return what it wrote to stderr: for a
+    /// failure message.
+    fn stderr_now(mut self) -> String {
+        let mut c = self.0.take().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+        let mut err = String::new();
+        let _ = c.stderr.take().unwrap().read_to_string(&mut err);
+        err
+    }
+
     fn kill(mut self) {
         let mut c = self.0.take().unwrap();
         c.kill().unwrap();
@@ -394,7 +405,14 @@ fn disrupted_stream(
         (progress.load(Ordering::Relaxed) >= at).then_some(())
     });
     let inb = disrupt(inb, &start_in);
-    let got = consumer.join().unwrap();
+    let got = match consumer.join() {
+        Ok(got) => got,
+        Err(_) => panic!(
+            "the consumer failed; out-bridge stderr: {}\nin-bridge stderr: {}",
+            out.stderr_now(),
+            inb.stderr_now()
+        ),
+    };
     producer.join().unwrap();
     let (oc, orep, oerr) = out.finish();
     let (ic, irep, ierr) = inb.finish();
@@ -691,4 +709,48 @@ fn duplicates_are_dropped_and_gaps_asked_for() {
     assert_eq!(report_u64(&irep, "duplicates"), 5 + 15);
     assert_eq!(report_u64(&irep, "foreign"), 1);
     assert_eq!(report_u64(&irep, "lost"), 0);
+}
+
+/// A consumer that stops for longer than zenoh's own limit on a blocked
+/// `put` (5 s by default, after which zenoh closes the session): with the
+/// bridge's configuration the sender just waits, no session is lost and
+/// nothing has to be sent again.
+#[test]
+fn a_consumer_stalled_past_zenohs_block_limit_costs_no_session() {
+    let n = Names::new("stall");
+    let (a, b) = (n.ring("a"), n.ring("b"));
+    const N: u64 = 4_000_000; // 32 MB: more than zenoh, TCP and the window hold
+    let src = Spsc::<u64>::create(&a, 1024).unwrap();
+    let dst = Spsc::<u64>::create(&b, 1024).unwrap();
+    // A window larger than the stream: only zenoh's queues and TCP hold
+    // the sender back, so its put blocks for the whole stall.
+    let (out, inb) = bridges(&n, &["--window", "268435456"], &[]);
+    let mut c = dst.consumer().unwrap();
+    let producer = thread::spawn(move || {
+        let mut p = src.producer().unwrap();
+        let items: Vec<u64> = (0..N).collect();
+        p.push_all(&items).unwrap();
+    });
+    // The first item, then a stall of 7 s: the sender's put blocks.
+    assert_eq!(c.pop_timeout(DEADLINE).unwrap(), 0);
+    thread::sleep(Duration::from_secs(7)); // the stall itself
+    let mut buf = vec![0u64; 4096];
+    let mut next = 1u64;
+    while next < N {
+        let k = c.pop_slice_timeout(&mut buf, DEADLINE).unwrap();
+        for &v in &buf[..k] {
+            assert_eq!(v, next);
+            next += 1;
+        }
+    }
+    producer.join().unwrap();
+    let (oc, orep, oerr) = out.finish();
+    let (ic, irep, ierr) = inb.finish();
+    assert_eq!((oc, ic), (0, 0), "out: {oerr}\nin: {ierr}");
+    assert_eq!(
+        report_u64(&orep, "resent"),
+        0,
+        "the session was lost: {orep}"
+    );
+    assert_eq!(report_u64(&irep, "duplicates"), 0);
 }
