@@ -570,6 +570,15 @@ fn create_ring(name: &str, remote: &StreamInfo, how: &Create) -> Result<(), Brid
     Ok(())
 }
 
+/// The receiving ring's consumer has gone (left, or its process died): the
+/// items not yet pushed stay with the bridge, which looks again in a
+/// moment. A consumer attaching does not signal the producer side, so this
+/// polls; the bridge meanwhile reads nothing more from zenoh, which holds
+/// the sender back as a full ring would.
+fn wait_for_consumer() {
+    std::thread::sleep(Duration::from_millis(20));
+}
+
 impl Writer {
     /// Attach as the producer (the publisher, for broadcast) of `name`,
     /// after checking that it can take `remote`'s items; create it first if
@@ -642,7 +651,8 @@ impl Writer {
     }
 
     /// Push the items of a frame's checked `payload`, skipping the first
-    /// `skip` (already delivered), waiting for room as long as it takes.
+    /// `skip` (already delivered), waiting for room as long as it takes,
+    /// and for a consumer while the ring has none.
     pub fn write(&mut self, payload: &[u8], count: u32, skip: u32) -> Result<(), BridgeError> {
         let name = &self.name;
         let size = self.size;
@@ -652,26 +662,42 @@ impl Writer {
             WriterKind::Typed { p, scratch, .. } => {
                 let buf = scratch.get(n * size);
                 buf.copy_from_slice(&payload[skip * size..]);
-                let mut pushed = 0usize;
-                // SAFETY: `buf` holds `n` elements of `size` bytes, and
-                // `pushed` is writable; both live for the call.
-                let st = unsafe {
-                    shmq_push_many(
-                        shmq_producer_t { id: p.id },
-                        buf.as_ptr().cast(),
-                        n,
-                        &mut pushed,
-                    )
-                };
-                ok(name, "push", st)
+                let mut done = 0usize;
+                loop {
+                    let mut pushed = 0usize;
+                    // SAFETY: `buf[done * size..]` holds `n - done` elements
+                    // of `size` bytes, and `pushed` is writable; both live
+                    // for the call.
+                    let st = unsafe {
+                        shmq_push_many(
+                            shmq_producer_t { id: p.id },
+                            buf[done * size..].as_ptr().cast(),
+                            n - done,
+                            &mut pushed,
+                        )
+                    };
+                    done += pushed;
+                    match st {
+                        shmq_status::SHMQ_DISCONNECTED => wait_for_consumer(),
+                        st => return ok(name, "push", st),
+                    }
+                }
             }
             WriterKind::Bytes { p } => {
                 for m in wire::messages(payload).skip(skip) {
                     let m = m.map_err(BridgeError::Wire)?;
-                    p.send(m).map_err(|e| BridgeError::LocalIo {
-                        name: name.clone(),
-                        error: e.to_string(),
-                    })?;
+                    loop {
+                        match p.send(m) {
+                            Ok(()) => break,
+                            Err(shmqueue::SendError::Disconnected) => wait_for_consumer(),
+                            Err(e) => {
+                                return Err(BridgeError::LocalIo {
+                                    name: name.clone(),
+                                    error: e.to_string(),
+                                })
+                            }
+                        }
+                    }
                 }
                 Ok(())
             }

@@ -754,3 +754,41 @@ fn a_consumer_stalled_past_zenohs_block_limit_costs_no_session() {
     );
     assert_eq!(report_u64(&irep, "duplicates"), 0);
 }
+
+/// The receiving ring's consumer leaves mid-stream and a new one attaches
+/// later: the in-bridge waits for it (its pushes are refused meanwhile)
+/// instead of giving up, and the new consumer gets the rest, in order.
+#[test]
+fn the_receiving_consumer_may_leave_and_come_back() {
+    let n = Names::new("leave");
+    let (a, b) = (n.ring("a"), n.ring("b"));
+    const N: u64 = 200_000;
+    let src = Spsc::<u64>::create(&a, 1024).unwrap();
+    let dst = Spsc::<u64>::create(&b, 1024).unwrap();
+    let (out, inb) = bridges(&n, &[], &[]);
+    let producer = thread::spawn(move || {
+        let mut p = src.producer().unwrap();
+        for i in 0..N {
+            p.push(i).unwrap();
+        }
+    });
+    let mut next = 0u64;
+    {
+        let mut c = dst.consumer().unwrap();
+        while next < 10_000 {
+            assert_eq!(c.pop_timeout(DEADLINE).unwrap(), next);
+            next += 1;
+        }
+    } // the consumer leaves
+    thread::sleep(Duration::from_millis(500)); // and stays away a while
+    let mut c = dst.consumer().unwrap();
+    while next < N {
+        assert_eq!(c.pop_timeout(DEADLINE).unwrap(), next);
+        next += 1;
+    }
+    producer.join().unwrap();
+    let (oc, _, oerr) = out.finish();
+    let (ic, irep, ierr) = inb.finish();
+    assert_eq!((oc, ic), (0, 0), "out: {oerr}\nin: {ierr}");
+    assert_eq!(report_u64(&irep, "items"), N);
+}
