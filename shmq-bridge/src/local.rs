@@ -359,8 +359,10 @@ impl Reader {
                 let mut popped = 0usize;
                 // SAFETY: `dst` is writable for `n * size` bytes (the
                 // reserved spare room, or the scratch buffer), and `popped`
-                // is writable; both live for the call. The bindings accept
-                // uninitialised memory (they zero it before the slice pop).
+                // is writable; both live for the call. The bindings only
+                // write to it (the SPSC path zeroes it first, the element
+                // path writes each element popped), so it may be
+                // uninitialised.
                 let st = unsafe {
                     shmq_pop_many_timeout(
                         shmq_consumer_t { id: c.id },

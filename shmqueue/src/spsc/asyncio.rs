@@ -38,38 +38,26 @@ impl<T: Pod> Consumer<T> {
         wait: &mut AsyncWait,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, PopError>> {
-        let att = &self.att;
-        let local = &mut self.local;
-        match try_pop_impl(att, local) {
-            Ok(v) => {
-                wait.finish();
-                return Poll::Ready(Ok(v));
-            }
-            Err(TryPopError::Empty) => {}
-            Err(e) => {
-                wait.finish();
-                return Poll::Ready(Err(pop_fail(e)));
-            }
+        let (att, local) = (&self.att, &mut self.local);
+        if let Some(r) = pop_outcome(try_pop_impl(att, local)) {
+            wait.finish();
+            return Poll::Ready(r);
         }
         let event = &att.header().events.not_empty;
-        wait.poll_missed(
-            att.ring(),
-            event,
-            cx,
-            &mut || match try_pop_impl(att, local) {
-                Ok(v) => Some(Ok(v)),
-                Err(TryPopError::Empty) => None,
-                Err(e) => Some(Err(pop_fail(e))),
-            },
-        )
+        wait.poll_missed(att.ring(), event, cx, &mut || {
+            pop_outcome(try_pop_impl(att, local))
+        })
     }
 }
 
-/// A failed `try_pop` (not `Empty`) as the async pop's error.
-fn pop_fail(e: TryPopError) -> PopError {
-    match e {
-        TryPopError::Corrupt(c) => PopError::Corrupt(c),
-        TryPopError::Empty | TryPopError::Disconnected => PopError::Disconnected,
+/// A `try_pop`'s outcome as the async pop's result; `None` while empty.
+#[inline(always)]
+fn pop_outcome<T>(r: Result<T, TryPopError>) -> Option<Result<T, PopError>> {
+    match r {
+        Ok(v) => Some(Ok(v)),
+        Err(TryPopError::Empty) => None,
+        Err(TryPopError::Corrupt(c)) => Some(Err(PopError::Corrupt(c))),
+        Err(TryPopError::Disconnected) => Some(Err(PopError::Disconnected)),
     }
 }
 
@@ -99,38 +87,26 @@ impl<T: Pod> Producer<T> {
         cx: &mut Context<'_>,
         value: T,
     ) -> Poll<Result<(), PushError<T>>> {
-        let att = &self.att;
-        let local = &mut self.local;
-        match try_push_impl(att, local, &value) {
-            Ok(()) => {
-                wait.finish();
-                return Poll::Ready(Ok(()));
-            }
-            Err(PushFail::Full) => {}
-            Err(e) => {
-                wait.finish();
-                return Poll::Ready(Err(push_fail(e, value)));
-            }
+        let (att, local) = (&self.att, &mut self.local);
+        if let Some(r) = push_outcome(try_push_impl(att, local, &value), value) {
+            wait.finish();
+            return Poll::Ready(r);
         }
         let event = &att.header().events.not_full;
-        wait.poll_missed(
-            att.ring(),
-            event,
-            cx,
-            &mut || match try_push_impl(att, local, &value) {
-                Ok(()) => Some(Ok(())),
-                Err(PushFail::Full) => None,
-                Err(e) => Some(Err(push_fail(e, value))),
-            },
-        )
+        wait.poll_missed(att.ring(), event, cx, &mut || {
+            push_outcome(try_push_impl(att, local, &value), value)
+        })
     }
 }
 
-/// A failed push (not `Full`) as the async push's error, with the value.
-fn push_fail<T>(e: PushFail, value: T) -> PushError<T> {
-    match e {
-        PushFail::Corrupt(c) => PushError::Corrupt(value, c),
-        PushFail::Full | PushFail::Disconnected => PushError::Disconnected(value),
+/// A `try_push`'s outcome as the async push's result; `None` while full.
+#[inline(always)]
+fn push_outcome<T>(r: Result<(), PushFail>, value: T) -> Option<Result<(), PushError<T>>> {
+    match r {
+        Ok(()) => Some(Ok(())),
+        Err(PushFail::Full) => None,
+        Err(PushFail::Corrupt(c)) => Some(Err(PushError::Corrupt(value, c))),
+        Err(PushFail::Disconnected) => Some(Err(PushError::Disconnected(value))),
     }
 }
 
